@@ -1,0 +1,38 @@
+# The two front-door commands: `make demo` and `make test`. Both create .venv on first use and
+# never reinstall: the install is keyed on a stamp file newer than pyproject.toml.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build of torch lies on this machine's disk; a bare `torch` would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+export WANDB_SILENT := true
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+
+.PHONY: demo test lint install clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "$(TORCH)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dlforge train configs/dqn/cartpole.yaml --name demo-cartpole
+	$(VENV)/bin/dlforge eval runs/demo-cartpole --episodes 20
+	$(VENV)/bin/dlforge report runs/demo-cartpole --out runs/demo-cartpole/report
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs
