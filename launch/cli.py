@@ -1,0 +1,195 @@
+"""The `dlforge` command line: train, eval, generate, sweep, report, list.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback, no run folder left behind),
+1 a failure while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from networks.errors import CheckpointError, ConfigError
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep embedded Ray on loopback
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dlforge", description="Deep RL and generative models on one networks zoo.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train one run from a YAML config")
+    train.add_argument("config", nargs="?", help="configs/<kind>/<name>.yaml")
+    train.add_argument("overrides", nargs="*", help="key=value or key.sub=value")
+    train.add_argument("--out", default="runs", help="root folder for runs (default: runs)")
+    train.add_argument("--name", help="run folder name (default: <config>-<time>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+
+    ev = sub.add_parser("eval", help="evaluate a trained agent deterministically")
+    ev.add_argument("run_dir")
+    ev.add_argument("--episodes", type=int, default=20)
+    ev.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    ev.add_argument("--video", action="store_true", help="write an mp4 of the first episode")
+    ev.add_argument("--seed", type=int, default=12345)
+
+    gen = sub.add_parser("generate", help="sample from a trained generator or VAE (autoencoders reconstruct)")
+    gen.add_argument("run_dir")
+    gen.add_argument("--n", type=int, default=64)
+    gen.add_argument("--out", default=None, help="grid .png (default RUN_DIR/generated.png) or .npz")
+    gen.add_argument("--seed", type=int, default=0)
+
+    sweep = sub.add_parser("sweep", help="run a hyperparameter sweep on Ray Tune")
+    sweep.add_argument("sweep_config")
+    sweep.add_argument("overrides", nargs="*", help="key=value applied to every trial's base config")
+    sweep.add_argument("--address", default=None, help="join this Ray cluster (default: embedded local cluster)")
+    sweep.add_argument("--cpus-per-trial", type=float, default=None)
+    sweep.add_argument("--gpus-per-trial", type=float, default=None)
+    sweep.add_argument("--max-concurrent", type=int, default=None)
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    sweep.add_argument("--out", default="runs", help="root folder (sweeps go to <out>/sweeps/<name>)")
+    sweep.add_argument("--name", default=None)
+
+    report = sub.add_parser("report", help="write learning curves, tables and an index.html for runs and sweeps")
+    report.add_argument("dirs", nargs="+")
+    report.add_argument("--out", default=None, help="report folder (default: <first dir>/report)")
+
+    sub.add_parser("list", help="list network presets, trainer kinds and bundled configs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from launch.config import load_config
+    from launch.run import default_name, load_run_spec, new_run_dir, train_run
+
+    overrides = list(args.overrides)
+    if args.resume:
+        if args.config:  # with --resume every positional is an override
+            overrides.insert(0, args.config)
+        run_dir = Path(args.resume)
+        spec = load_run_spec(run_dir, overrides)
+        resume = True
+    else:
+        if not args.config:
+            raise ConfigError("config", "missing; usage: dlforge train CONFIG [key=value ...]")
+        spec = load_config(args.config, overrides)
+        run_dir = new_run_dir(args.out, args.name or default_name(spec.source, spec.kind))
+        resume = False
+    try:
+        result = train_run(spec, run_dir, resume=resume, progress=True)
+    except (ConfigError, CheckpointError):
+        raise
+    except Exception as e:  # a failure while running: keep the folder (resumable), say where
+        import traceback
+
+        (run_dir / "error.log").write_text(traceback.format_exc()) if run_dir.exists() else None
+        print(f"failed: {type(e).__name__}: {e} (traceback in {run_dir / 'error.log'})", file=sys.stderr)
+        print(f"run: {run_dir}")
+        return 1
+    shown = {k: v for k, v in result.summary.items() if isinstance(v, int | float)}
+    if shown:
+        print("  ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:6]))
+    print(f"run: {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from launch.run import evaluate_run
+
+    if args.episodes < 1:
+        raise ConfigError("--episodes", f"must be >= 1, got {args.episodes}")
+    result = evaluate_run(Path(args.run_dir), episodes=args.episodes, which=args.checkpoint, seed=args.seed,
+                          video=args.video)
+    if result.get("video"):
+        print(f"video: {result['video']}")
+    print(f"mean_return={result['mean_return']:.2f} std={result['std_return']:.2f} episodes={result['episodes']}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from launch.run import generate_run
+
+    if args.n < 1:
+        raise ConfigError("--n", f"must be >= 1, got {args.n}")
+    path = generate_run(Path(args.run_dir), n=args.n, out=args.out, seed=args.seed)
+    print(f"wrote: {path}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from launch import sweep
+
+    return sweep.main(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from launch import report
+
+    return report.main(args)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    import networks
+    from launch.registry import TRAINERS
+
+    console = Console()
+    presets = Table(title="network presets")
+    presets.add_column("preset")
+    for name in networks.PRESETS:
+        presets.add_row(name)
+    console.print(presets)
+    kinds = Table(title="trainer kinds")
+    kinds.add_column("kind")
+    kinds.add_column("module")
+    for kind, module in TRAINERS.items():
+        kinds.add_row(kind, module)
+    console.print(kinds)
+    configs = Table(title="bundled configs")
+    configs.add_column("config")
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(root.rglob("*.yaml")):
+        configs.add_row(str(path.relative_to(root.parent)))
+    console.print(configs)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "generate": cmd_generate,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "list": cmd_list,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

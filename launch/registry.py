@@ -1,0 +1,20 @@
+"""Trainer kinds by name. Each value is the module that implements that kind.
+
+A trainer module exposes `Config` (a dataclass), `train(config, tracker, *, resume=None)`, and
+optionally `evaluate(config, tree, *, episodes, seed, video_path)` (agents) and
+`generate(config, tree, *, n, seed)` (generators). Modules are imported on first use, so the CLI
+starts fast and a broken optional dependency only affects its own kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+TRAINERS: dict[str, str] = {
+    "classify": "generative.classifier",
+}
+
+
+def trainer_module(kind: str) -> ModuleType:
+    return importlib.import_module(TRAINERS[kind])

@@ -1,0 +1,163 @@
+"""One training run in its folder: create, train, resume, evaluate, generate.
+
+The CLI and the sweep trials call the same `train_run`, so a trial is exactly a `dlforge train`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
+from launch.registry import trainer_module
+from launch.tracking import LocalTracker, load_latest
+from networks import io
+from networks.errors import CheckpointError, ConfigError
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def default_name(source: Path | None, kind: str) -> str:
+    stem = source.stem if source else kind
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def new_run_dir(out: str | Path, name: str) -> Path:
+    """The folder for a new run; refuses to reuse one so nothing existing is overwritten."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ConfigError("--name", f"expected a plain folder name, got '{name}'")
+    run_dir = Path(out) / name
+    if run_dir.exists():
+        raise ConfigError("--name", f"run folder {run_dir} already exists; pick another --name, or continue "
+                          f"it with --resume {run_dir}")
+    return run_dir
+
+
+def load_run_spec(run_dir: str | Path, overrides: list[str] | tuple = ()) -> RunSpec:
+    """The config a run was started with (its config.yaml), with optional overrides."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError("run", f"{run_dir} holds no dlforge run (no {CONFIG_FILE})")
+    return parse_config(apply_overrides(read_yaml(run_dir / CONFIG_FILE), overrides), source=run_dir)
+
+
+def train_run(
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    tracker_factory=LocalTracker,
+) -> RunResult:
+    """Train `spec` into `run_dir`. Bad input removes a folder this call created, then re-raises."""
+    created = not run_dir.exists()
+    tree, step = None, None
+    if resume:
+        latest = load_latest(run_dir)
+        if latest is not None:
+            tree, meta = latest
+            step = int(meta.get("step", 0))
+    tracker = None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(spec.resolved, sort_keys=False))
+        tracker = tracker_factory(run_dir, spec.tracking, config=spec.resolved,
+                                  total_steps=getattr(spec.config, "total_steps", None),
+                                  progress=progress, resume_step=step)
+        summary = trainer_module(spec.kind).train(spec.config, tracker, resume=tree) or {}
+        tracker.summary(summary)
+        tracker.close()
+        return RunResult(run_dir, summary)
+    except (ConfigError, CheckpointError):
+        if tracker is not None:
+            tracker.close(failed=True)
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    except BaseException:
+        if tracker is not None:
+            tracker.close(failed=True)
+        raise
+
+
+def load_checkpoint(run_dir: Path, which: str = "best") -> tuple[dict, dict, str]:
+    """(tree, meta, which) for `best` (falling back to the last when no best exists) or `last`."""
+    if which not in ("best", "last"):
+        raise ConfigError("--checkpoint", f"expected best or last, got '{which}'")
+    if which == "best":
+        found = load_latest(run_dir, prefix="best")
+        if found is not None:
+            return (*found, "best")
+    found = load_latest(run_dir, prefix="step")
+    if found is None:
+        raise ConfigError("run", f"{run_dir} holds no checkpoint yet")
+    return (*found, "last")
+
+
+def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: bool) -> dict:
+    spec = load_run_spec(run_dir)
+    module = trainer_module(spec.kind)
+    if not hasattr(module, "evaluate"):
+        raise ConfigError("run", f"{run_dir} is a '{spec.kind}' run, which has no evaluation; "
+                          "eval works on agent runs (dqn, drqn, qlearning)")
+    tree, meta, which = load_checkpoint(run_dir, which)
+    video_path = run_dir / "videos" / f"eval-{which}-step{meta.get('step', 0)}.mp4" if video else None
+    result = module.evaluate(spec.config, tree, episodes=episodes, seed=seed, video_path=video_path)
+    result = {**result, "checkpoint": which, "step": meta.get("step"), "seed": seed}
+    io.atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
+    if video_path is not None and video_path.exists() and spec.tracking.wandb != "disabled":
+        tracker = LocalTracker(run_dir, spec.tracking, config=spec.resolved, resume_step=10**18)
+        tracker.video("eval/video", video_path, step=int(meta.get("step", 0)))
+        tracker.summary({"eval/mean_return": result.get("mean_return")})
+        tracker.close()
+    return result
+
+
+def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
+    """Samples (or reconstructions) as a grid PNG, or raw (N, C, H, W) in [0, 1] as `samples` in an npz."""
+    import numpy as np
+
+    from launch.tracking import save_png
+
+    spec = load_run_spec(run_dir)
+    module = trainer_module(spec.kind)
+    if not hasattr(module, "generate"):
+        raise ConfigError("run", f"{run_dir} is a '{spec.kind}' run, which holds no generator; generate works "
+                          "on gan, dcgan, vae and autoencoder runs")
+    tree, _, _ = load_checkpoint(run_dir, "last")
+    samples = np.asarray(module.generate(spec.config, tree, n=n, seed=seed), dtype=np.float32)
+    path = Path(out) if out else run_dir / "generated.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npz":
+        np.savez_compressed(path, samples=samples)
+    else:
+        save_png(image_grid(samples), path)
+    return path
+
+
+def image_grid(samples, ncol: int | None = None, pad: int = 2):
+    """(N, C, H, W) in [0, 1] -> one (H', W', C) image, tiled row by row."""
+    import math
+
+    import numpy as np
+
+    n, c, h, w = samples.shape
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    grid = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
+    for i, image in enumerate(samples):
+        r, col = divmod(i, ncol)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = image
+    return grid.transpose(1, 2, 0)

@@ -1,0 +1,277 @@
+"""The tracker handed to every trainer: metrics.jsonl, W&B, media, checkpoints and progress.
+
+Trainers only see this object's methods (`log`, `image`, `video`, `checkpoint`, `summary`,
+`should_stop`), so they never import W&B, Ray or the CLI. `metrics.jsonl` is always written, one JSON
+object per `log` call with its `step`; W&B follows `tracking.wandb` (offline by default) and is started
+lazily on the first thing it must record, so a run that fails its setup checks costs no W&B start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from launch.config import TrackingConfig
+from networks import io
+from networks.errors import CheckpointError, ConfigError
+
+KEEP_LAST = 2  # step checkpoints kept; the newest one that loads is the resume point
+CHECKPOINTS = "checkpoints"
+
+
+class LocalTracker:
+    """Writes a run folder: metrics.jsonl, summary.json, media/, checkpoints/ and the W&B run."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        tracking: TrackingConfig | None = None,
+        *,
+        config: dict | None = None,
+        total_steps: int | None = None,
+        progress: bool = False,
+        resume_step: int | None = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tracking = tracking or TrackingConfig(wandb="disabled")
+        self.config = config or {}
+        self._wandb_run = None
+        self._closed = False
+        self._latest: dict[str, float] = {}
+        _check_wandb_online(self.tracking)
+        metrics_path = self.run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            truncate_metrics(metrics_path, resume_step)
+        elif metrics_path.exists():
+            metrics_path.unlink()
+        self._metrics = metrics_path.open("a", buffering=1)
+        self._progress = _Progress(total_steps, start=resume_step or 0) if progress else None
+
+    # --- the trainer-facing API ------------------------------------------------------------
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        clean = {k: _scalar(v) for k, v in metrics.items()}
+        self._metrics.write(json.dumps({"step": int(step), **clean}) + "\n")
+        self._latest.update(clean)
+        if self.tracking.wandb != "disabled":
+            self._wandb().log({"global_step": int(step), **clean})
+        if self._progress:
+            self._progress.update(step, self._latest)
+
+    def image(self, key: str, image: Any, step: int, caption: str | None = None) -> Path:
+        path = self.run_dir / "media" / f"{_slug(key)}-{int(step):09d}.png"
+        if isinstance(image, str | Path):
+            path = Path(image)
+        else:
+            save_png(image, path)
+        if self.tracking.wandb != "disabled":
+            import wandb
+
+            self._wandb().log({"global_step": int(step), key: wandb.Image(str(path), caption=caption)})
+        return path
+
+    def video(self, key: str, path: str | Path, step: int) -> None:
+        if self.tracking.wandb != "disabled":
+            import wandb
+
+            self._wandb().log({"global_step": int(step), key: wandb.Video(str(path), format="mp4")})
+
+    def checkpoint(self, tree: dict, step: int, *, best: bool = False, metric: float | None = None) -> Path:
+        """Save `tree` atomically as checkpoints/step-<step>; keep the last two (and one best)."""
+        folder = self.run_dir / CHECKPOINTS
+        meta = {"step": int(step), "metric": metric, "time": time.time()}
+        self._metrics.flush()
+        os.fsync(self._metrics.fileno())  # metrics up to this step survive a crash with the checkpoint
+        prefix = "best" if best else "step"
+        stem = io.save(folder / f"{prefix}-{int(step):09d}", tree, meta)
+        _prune(folder, prefix, keep=1 if best else KEEP_LAST)
+        return stem
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        path = self.run_dir / "summary.json"
+        current = json.loads(path.read_text()) if path.exists() else {}
+        current.update({k: _scalar(v) for k, v in metrics.items()})
+        io.atomic_write_text(path, json.dumps(current, indent=2))
+        if self.tracking.wandb != "disabled":
+            self._wandb().summary.update(current)
+
+    def should_stop(self) -> bool:
+        return False
+
+    def close(self, failed: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._progress:
+            self._progress.close()
+        self._metrics.close()
+        if self._wandb_run is not None:
+            self._wandb_run.finish(exit_code=1 if failed else 0)
+
+    # --- W&B -------------------------------------------------------------------------------
+
+    def _wandb(self):
+        if self._wandb_run is None:
+            self._wandb_run = start_wandb(self.run_dir, self.tracking, self.config)
+        return self._wandb_run
+
+
+def start_wandb(run_dir: Path, tracking: TrackingConfig, config: dict):
+    """Start (or resume) the run's W&B run; its id is kept in run_dir/wandb_id.txt."""
+    import wandb
+
+    id_path = run_dir / "wandb_id.txt"
+    run_id = id_path.read_text().strip() if id_path.exists() else secrets.token_hex(4)
+    io.atomic_write_text(id_path, run_id)
+    run = wandb.init(
+        mode=tracking.wandb,
+        dir=str(run_dir),
+        project=tracking.project,
+        entity=tracking.entity,
+        group=tracking.group,
+        tags=list(tracking.tags),
+        name=run_dir.name,
+        id=run_id,
+        resume="allow",
+        config=config,
+        settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+    )
+    run.define_metric("global_step")
+    run.define_metric("*", step_metric="global_step")
+    return run
+
+
+def _check_wandb_online(tracking: TrackingConfig) -> None:
+    """`online` without an API key fails at start with a clear message instead of hanging later."""
+    if tracking.wandb != "online":
+        return
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return
+    raise ConfigError("tracking.wandb", "online needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
+                      "use offline to record now and `wandb sync` later")
+
+
+# --- checkpoints in a run folder -------------------------------------------------------------
+
+
+def checkpoint_stems(run_dir: Path, prefix: str = "step") -> list[Path]:
+    """Checkpoint stems of one kind, newest step first."""
+    folder = Path(run_dir) / CHECKPOINTS
+    stems = [p.with_suffix("") for p in folder.glob(f"{prefix}-*.json")]
+    return sorted(stems, key=lambda p: p.name, reverse=True)
+
+
+def load_latest(run_dir: Path, prefix: str = "step") -> tuple[dict, dict] | None:
+    """The newest checkpoint that loads, as (tree, meta); a damaged newer one is skipped."""
+    errors = []
+    for stem in checkpoint_stems(run_dir, prefix):
+        try:
+            return io.load(stem)
+        except CheckpointError as e:
+            errors.append(str(e))
+    if errors:
+        raise CheckpointError(f"no loadable checkpoint in {run_dir}/{CHECKPOINTS}: {errors[0]}")
+    return None
+
+
+def _prune(folder: Path, prefix: str, keep: int) -> None:
+    for stem in sorted((p.with_suffix("") for p in folder.glob(f"{prefix}-*.json")), reverse=True)[keep:]:
+        for suffix in (".json", ".safetensors"):
+            stem.with_suffix(suffix).unlink(missing_ok=True)
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the records with step <= last_step (the resume point); drop a torn last line."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", math.inf) <= last_step:
+            kept.append(line)
+    io.atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+# --- media -----------------------------------------------------------------------------------
+
+
+def save_png(image: np.ndarray, path: Path) -> Path:
+    """Save an image array (HxW, HxWxC or CxHxW; uint8, or float in [0, 1]) as a PNG."""
+    import matplotlib.image
+
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    matplotlib.image.imsave(path, array, cmap="gray" if array.ndim == 2 else None)
+    return path
+
+
+def _slug(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
+
+
+def _scalar(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep the fact visible
+    return value
+
+
+class _Progress:
+    """A rich progress bar: steps, steps/s and the latest metrics."""
+
+    SHOWN = ("charts/episodic_return", "eval/mean_return", "eval/accuracy", "losses/td_loss", "losses/loss")
+
+    def __init__(self, total: int | None, start: int = 0):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[sps]} steps/s"),
+            TimeElapsedColumn(), TextColumn("{task.fields[latest]}"), transient=False,
+        )
+        self._task = self._bar.add_task("train", total=total, completed=start, sps="-", latest="")
+        self._t0, self._s0 = time.perf_counter(), start
+        self._bar.start()
+
+    def update(self, step: int, latest: dict) -> None:
+        elapsed = time.perf_counter() - self._t0
+        sps = f"{(step - self._s0) / elapsed:,.0f}" if elapsed > 0 else "-"
+        shown = "  ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in latest.items()
+                          if k in self.SHOWN and isinstance(v, int | float))
+        self._bar.update(self._task, completed=step, sps=sps, latest=shown)
+
+    def close(self) -> None:
+        self._bar.stop()
