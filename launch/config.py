@@ -122,7 +122,7 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
     """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
     where = prefix or "config"
     if not isinstance(data, dict):
-        raise ConfigError(where, f"expected a mapping, got {_kind_of(data)}")
+        raise ConfigError(where, f"expected a mapping, got {_show(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
