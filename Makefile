@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
+	rm -rf runs/demo-cartpole
 	$(VENV)/bin/dlforge train configs/dqn/cartpole.yaml --name demo-cartpole
 	$(VENV)/bin/dlforge eval runs/demo-cartpole --episodes 20
 	$(VENV)/bin/dlforge report runs/demo-cartpole --out runs/demo-cartpole/report

@@ -143,21 +143,8 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
     if path.suffix == ".npz":
         np.savez_compressed(path, samples=samples)
     else:
-        save_png(image_grid(samples), path)
+        from generative.images import grid
+
+        save_png(grid(samples), path)
     return path
 
-
-def image_grid(samples, ncol: int | None = None, pad: int = 2):
-    """(N, C, H, W) in [0, 1] -> one (H', W', C) image, tiled row by row."""
-    import math
-
-    import numpy as np
-
-    n, c, h, w = samples.shape
-    ncol = ncol or math.ceil(math.sqrt(n))
-    nrow = math.ceil(n / ncol)
-    grid = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
-    for i, image in enumerate(samples):
-        r, col = divmod(i, ncol)
-        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = image
-    return grid.transpose(1, 2, 0)
