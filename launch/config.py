@@ -13,7 +13,6 @@ Cross-field rules live in an optional `Config.validate()` method. Nothing is eve
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -25,6 +24,7 @@ import yaml
 
 from launch.registry import TRAINERS, trainer_module
 from networks.errors import ConfigError
+from networks.spec import did_you_mean as _suggest
 
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -230,11 +230,6 @@ def _check_range(value: Any, metadata: typing.Mapping, path: str) -> None:
     if failed or value != value:  # NaN fails every range
         bounds = " and ".join(f"{sym} {metadata[key]}" for key, sym, _ in rules if key in metadata)
         raise ConfigError(path, f"must be {bounds or 'a finite number'}, got {value}")
-
-
-def _suggest(word: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _join(prefix: str, name: str) -> str:
