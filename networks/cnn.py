@@ -44,8 +44,9 @@ class ConvLayer:
             if required not in raw:
                 raise ConfigError(f"{field}.{required}", "is required for every conv layer")
         padding = raw.get("padding", "valid")
-        if not (isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0):
-            padding = choice(f"{field}.padding", padding, ("same", "valid"), what="padding (or an int >= 0)")
+        is_int = isinstance(padding, int) and not isinstance(padding, bool)
+        if not (is_int and padding >= 0) and padding not in ("same", "valid"):
+            raise ConfigError(f"{field}.padding", f"unknown padding {padding!r}; allowed: same, valid, or an int >= 0")
         pool_stride = raw.get("pool_stride")
         return cls(
             filters=positive_int(f"{field}.filters", raw["filters"]),
