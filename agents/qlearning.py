@@ -60,8 +60,15 @@ class Config:
 
 
 def q_update(
-    q_table: np.ndarray, state: int, action: int, reward: float, next_state: int, terminated: bool,
-    *, alpha: float, gamma: float,
+    q_table: np.ndarray,
+    state: int,
+    action: int,
+    reward: float,
+    next_state: int,
+    terminated: bool,
+    *,
+    alpha: float,
+    gamma: float,
 ) -> float:
     """One Q-learning update in place. Returns the TD error (before scaling by alpha)."""
     bootstrap = 0.0 if terminated else gamma * float(q_table[next_state].max())
@@ -123,9 +130,7 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
 
     while step < config.total_steps:
         state = int(obs[0])
-        epsilon = linear_schedule(
-            config.exploration_initial_eps, config.exploration_final_eps, eps_decay_steps, step
-        )
+        epsilon = linear_schedule(config.exploration_initial_eps, config.exploration_final_eps, eps_decay_steps, step)
         if rng.random() < epsilon:
             action = int(rng.integers(n_actions))
         else:
@@ -137,20 +142,36 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
         step += 1
         alpha = linear_schedule(config.learning_rate, alpha_final, config.total_steps, step)
         td_errors.append(
-            q_update(q_table, state, action, float(reward[0]), int(obs[0]), bool(terminated[0]),
-                     alpha=alpha, gamma=config.gamma)
+            q_update(
+                q_table,
+                state,
+                action,
+                float(reward[0]),
+                int(obs[0]),
+                bool(terminated[0]),
+                alpha=alpha,
+                gamma=config.gamma,
+            )
         )
         if terminated[0] or truncated[0]:
             after_episode_end = True
             returns.append(float(info["episode"]["r"][0]))
-            tracker.log({"charts/episodic_return": returns[-1],
-                         "charts/episodic_length": float(info["episode"]["l"][0])}, step)
+            tracker.log(
+                {"charts/episodic_return": returns[-1], "charts/episodic_length": float(info["episode"]["l"][0])}, step
+            )
 
         if step % config.log_every == 0:
             sps = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-            tracker.log({"charts/epsilon": epsilon, "charts/learning_rate": alpha, "charts/sps": sps,
-                         "losses/td_error_abs": float(np.mean(np.abs(td_errors))),
-                         "losses/q_values": float(q_table.max(axis=1).mean())}, step)
+            tracker.log(
+                {
+                    "charts/epsilon": epsilon,
+                    "charts/learning_rate": alpha,
+                    "charts/sps": sps,
+                    "losses/td_error_abs": float(np.mean(np.abs(td_errors))),
+                    "losses/q_values": float(q_table.max(axis=1).mean()),
+                },
+                step,
+            )
             td_errors.clear()
         if config.eval_every and step % config.eval_every == 0:
             last_eval = _evaluate_table(config, q_table, config.eval_episodes, config.seed + 10_000)
@@ -217,8 +238,12 @@ def _evaluate_table(
     env.close()
     if video_path is not None and frames:
         write_video(frames, video_path, fps=env.metadata.get("render_fps") or 4)
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "episodes": episodes, "returns": returns}
+    return {
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "episodes": episodes,
+        "returns": returns,
+    }
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
@@ -246,8 +271,9 @@ _ACTION_NAMES = {
 }
 
 
-def plot_q_table(tree_or_table: dict | np.ndarray, env_id: str, path: str | Path,
-                 env_kwargs: dict | None = None) -> Path:
+def plot_q_table(
+    tree_or_table: dict | np.ndarray, env_id: str, path: str | Path, env_kwargs: dict | None = None
+) -> Path:
     """PNG of the Q-table as a heat map; for grid worlds also max_a Q per cell with greedy-policy arrows."""
     import matplotlib
 
@@ -259,8 +285,7 @@ def plot_q_table(tree_or_table: dict | np.ndarray, env_id: str, path: str | Path
     family = env_id.split("/")[-1].split("-")[0]
     grid = _grid_layout(env_id, family, q_table.shape[0], env_kwargs or {})
 
-    fig, axes = plt.subplots(1, 2 if grid is not None else 1, figsize=(12 if grid is not None else 6, 5),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, 2 if grid is not None else 1, figsize=(12 if grid is not None else 6, 5), squeeze=False)
     ax = axes[0, 0]
     image = ax.imshow(q_table, aspect="auto", cmap="viridis", interpolation="nearest")
     names = _ACTION_NAMES.get(family, [str(a) for a in range(q_table.shape[1])])

@@ -54,8 +54,14 @@ def test_bad_schedule_is_a_config_error():
 
 
 def test_train_checkpoint_evaluate_and_resume(tmp_path):
-    config = qlearning.Config(env_id="FrozenLake-v1", env_kwargs={"is_slippery": False}, total_steps=3000,
-                              checkpoint_every=1000, eval_episodes=5, log_every=500)
+    config = qlearning.Config(
+        env_id="FrozenLake-v1",
+        env_kwargs={"is_slippery": False},
+        total_steps=3000,
+        checkpoint_every=1000,
+        eval_episodes=5,
+        log_every=500,
+    )
     tracker = LocalTracker(tmp_path / "run")
     summary = qlearning.train(config, tracker)
     tracker.close()
