@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -64,18 +63,16 @@ def save(stem: str | Path, tree: dict, meta: dict | None = None) -> Path:
         "meta": meta or {},
     }
     text = json.dumps(sidecar, allow_nan=True)  # NaN is legal in configs/metrics; JSON reads it back
-    atomic_write_bytes(stem.with_suffix(".safetensors"), blob)
-    atomic_write_text(stem.with_suffix(".json"), text)
+    tensor_path, sidecar_path = _paths(stem)
+    atomic_write_bytes(tensor_path, blob)
+    atomic_write_text(sidecar_path, text)
     return stem
 
 
 def load(stem: str | Path) -> tuple[dict, dict]:
     """Load a checkpoint saved by `save`. Returns (tree, meta). Raises CheckpointError."""
-    stem = Path(stem)
-    if stem.suffix in (".json", ".safetensors"):
-        stem = stem.with_suffix("")
     sidecar = read_sidecar(stem)
-    tensor_path = stem.with_suffix(".safetensors")
+    tensor_path, _ = _paths(stem)
     try:
         blob = tensor_path.read_bytes()
     except OSError as e:
@@ -92,7 +89,7 @@ def load(stem: str | Path) -> tuple[dict, dict]:
 
 def read_sidecar(stem: str | Path) -> dict:
     """Read and validate the JSON sidecar alone (cheap: no tensors are read)."""
-    path = Path(stem).with_suffix(".json")
+    _, path = _paths(stem)
     try:
         sidecar = json.loads(path.read_text())
     except OSError as e:
@@ -144,13 +141,15 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, what: st
 
 def _encode(node: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(node, torch.Tensor):
+        _claim(path, tensors)
         tensors[path] = node.detach().to("cpu").contiguous().clone()
         return {_TENSOR: path}
     if isinstance(node, np.ndarray):
+        _claim(path, tensors)
         tensors[path] = torch.from_numpy(np.ascontiguousarray(node)).clone()
         return {_NDARRAY: path}
     if isinstance(node, dict):
-        if node and all(isinstance(k, int) for k in node):
+        if node and all(isinstance(k, int) and not isinstance(k, bool) for k in node):
             return {_INTKEYS: {str(k): _encode(v, f"{path}.{k}", tensors) for k, v in node.items()}}
         bad = [k for k in node if not isinstance(k, str)]
         if bad:
@@ -165,6 +164,20 @@ def _encode(node: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
     if node is None or isinstance(node, bool | int | float | str):
         return node
     raise TypeError(f"cannot store {type(node).__name__} at '{path}' in a checkpoint (tensors and JSON only)")
+
+
+def _claim(path: str, tensors: dict[str, torch.Tensor]) -> None:
+    """Tensor names are dotted tree paths; refuse a second leaf at the same name instead of overwriting."""
+    if path in tensors:
+        raise TypeError(f"two tensors share the checkpoint name '{path}' (a key with a '.' clashes with a nested key)")
+
+
+def _paths(stem: str | Path) -> tuple[Path, Path]:
+    """(stem.safetensors, stem.json). Appends rather than replaces, so stems may hold dots ('lr-1e-3.v2')."""
+    stem = Path(stem)
+    if stem.suffix in (".json", ".safetensors"):
+        stem = stem.with_suffix("")
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
 def _decode(node: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
