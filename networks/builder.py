@@ -1,4 +1,15 @@
-"""`build(spec, input_shape, output_dim)`: the one way to make a network from a config."""
+"""`build(spec, input_shape, output_dim)`: the one way to make a network from a config.
+
+Spec fields by type (defaults in brackets; presets in presets.py fill in their own):
+    mlp     hidden [[]], activation [relu], dropout [0], norm none|batch|layer, init default|orthogonal|
+            xavier|kaiming. Flattens any input shape.
+    cnn     conv: list of {filters, kernel, stride [1], padding same|valid|int [valid], pool none|max|avg,
+            pool_size [2], pool_stride [pool_size]} or compact [filters, kernel, stride, padding];
+            adaptive_pool [none]; then the mlp fields for the layers after flattening. Input (C, H, W).
+    resnet  blocks [[2, 2, 2, 2]], widths [[64, 128, 256, 512]], hidden, activation, dropout, init.
+    lstm, gru  hidden_size [256], num_layers [1], pre: a feed-forward spec run on every step.
+Flatten sizes come from a dummy forward pass on the meta device (shapes.output_shape).
+"""
 
 from __future__ import annotations
 

@@ -52,7 +52,8 @@ class RecurrentEncoder(nn.Module):
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """All-zero state for `batch_size` sequences, the state every episode starts from."""
-        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
+        dtype = self.rnn.weight_ih_l0.dtype  # match the weights (a .double() net needs double states)
+        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device, dtype=dtype)
         return (zeros, zeros.clone()) if self.cell == "lstm" else (zeros,)
 
     def forward(

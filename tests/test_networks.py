@@ -304,6 +304,12 @@ def test_recurrent_pre_network_and_output_layer() -> None:
         image_net(torch.rand(9, 9))
 
 
+def test_recurrent_state_follows_the_weights_dtype() -> None:
+    net = build({"type": "lstm", "hidden_size": 4}, (2,)).double()
+    features, (h, c) = net(torch.randn(3, 5, 2, dtype=torch.float64), done=torch.zeros(3, 5))
+    assert features.dtype == h.dtype == c.dtype == torch.float64
+
+
 def test_recurrent_presets() -> None:
     assert build("lstm", (4,)).output_dim == 256
     assert build({"type": "gru", "hidden_size": 32}, (4,)).rnn.hidden_size == 32
