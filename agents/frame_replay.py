@@ -31,16 +31,16 @@ ENDED = TERMINATED | TRUNCATED
 
 
 class FrameBatch(NamedTuple):
-    """A sampled batch. Stacks are uint8; the agent scales them by 1/255 on the device."""
+    """A sampled batch, field for field agents.replay.Batch; leading dims (B,) or (G, B). Stacks stay uint8."""
 
     obs: torch.Tensor  # (B, stack, H, W) uint8
     actions: torch.Tensor  # (B,) int64
     rewards: torch.Tensor  # (B,) float32, n-step discounted sum of rewards
-    next_obs: torch.Tensor  # (B, stack, H, W) uint8, n steps later or at truncation; where done: a stand-in
-    dones: torch.Tensor  # (B,) float32, 1 where the episode terminated within the n steps (no bootstrap)
-    discounts: torch.Tensor  # (B,) float32, gamma ** (steps actually taken): the bootstrap's discount
-    weights: torch.Tensor  # (B,) float32, importance weights (all 1: uniform sampling)
-    indices: np.ndarray  # (B,) flat slot index env * slots_per_env + slot, for bookkeeping
+    next_obs: torch.Tensor  # (B, stack, H, W) uint8, n steps later or at truncation; where terminated: a stand-in
+    terminated: torch.Tensor  # (B,) float32, 1 where the episode terminated within the n steps (no bootstrap)
+    discounts: torch.Tensor  # (B,) float32, gamma ** (steps actually taken)
+    indices: torch.Tensor  # (B,) int64 flat slot index env * slots_per_env + slot
+    weights: torch.Tensor | None = None  # uniform sampling: no importance weights
 
 
 class FrameReplay:
@@ -93,14 +93,14 @@ class FrameReplay:
         next_obs: np.ndarray,
         terminated: np.ndarray,
         truncated: np.ndarray,
-        mask: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
     ) -> None:
         """One vector-env step: obs/next_obs (N, stack, H, W) uint8 stacks, the rest (N,).
 
-        `mask` (N,) bool leaves out envs whose step was an autoreset step (NEXT_STEP mode), which are no
+        `valid` (N,) bool leaves out envs whose step was an autoreset step (NEXT_STEP mode), which are no
         transitions. `next_obs` must be the real next observation (the final one when an episode ended).
         """
-        for env in range(self.num_envs) if mask is None else np.flatnonzero(mask):
+        for env in range(self.num_envs) if valid is None else np.flatnonzero(valid):
             if not self.pending[env]:
                 self._start_chunk(env, obs[env])
             current = (self.pos[env] - 1) % self.slots
@@ -131,8 +131,10 @@ class FrameReplay:
 
     # --- sampling -------------------------------------------------------------------------------
 
-    def sample(self, batch_size: int) -> FrameBatch:
-        envs, slots = self._draw(batch_size)
+    def sample(self, batch_size: int, num_batches: int | None = None) -> FrameBatch:
+        """Uniform: one batch (B, ...), or `num_batches` at once (G, B, ...)."""
+        count = batch_size * (num_batches or 1)
+        envs, slots = self._draw(count)
         for _ in range(100):
             bad = ~self._samplable(envs, slots)
             if not bad.any():
@@ -140,7 +142,10 @@ class FrameReplay:
             envs[bad], slots[bad] = self._draw(int(bad.sum()))
         else:
             raise RuntimeError("replay holds too few complete transitions to sample; add more steps first")
-        return self._gather(envs, slots)
+        batch = self._gather(envs, slots)
+        if num_batches is None:
+            return batch
+        return FrameBatch(*(x.view(num_batches, batch_size, *x.shape[1:]) for x in batch[:7]))
 
     def _draw(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         filled = np.minimum(self.written, self.slots)
@@ -194,16 +199,14 @@ class FrameReplay:
         def tensor(array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, dtype=dtype)
 
-        batch = len(slots)
         return FrameBatch(
             obs=tensor(self.stacks(envs, slots)),
             actions=tensor(self.actions[envs, slots], torch.int64),
             rewards=tensor(rewards.astype(np.float32)),
             next_obs=tensor(self.stacks(envs, next_slots)),
-            dones=tensor(dones.astype(np.float32)),
+            terminated=tensor(dones.astype(np.float32)),
             discounts=tensor((self.gamma**steps).astype(np.float32)),
-            weights=torch.ones(batch, device=self.device),
-            indices=envs * self.slots + slots,
+            indices=torch.from_numpy(envs * self.slots + slots),
         )
 
     # --- checkpointing --------------------------------------------------------------------------

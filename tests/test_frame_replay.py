@@ -10,6 +10,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.wrappers import FrameStackObservation
 
 from agents.frame_replay import ACTED, FrameReplay
@@ -52,7 +53,7 @@ def collect(vec_env, replay: FrameReplay, steps: int, seed: int = 0):
         actions = rng.integers(vec_env.single_action_space.n, size=n)
         next_obs, rewards, terminated, truncated, _ = vec_env.step(actions)
         valid = ~after_end
-        replay.add(obs, actions, rewards, next_obs, terminated, truncated, mask=valid)
+        replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid=valid)
         for env in np.flatnonzero(valid):
             slot = (
                 replay.pos[env] - (1 if terminated[env] else 2)
@@ -104,7 +105,7 @@ def check_every_samplable_slot(replay: FrameReplay, history: list, gamma: float)
                 np.testing.assert_array_equal(batch.next_obs[0].numpy(), next_obs)
             assert batch.actions[0].item() == action
             assert batch.rewards[0].item() == pytest.approx(reward, rel=1e-6)
-            assert batch.dones[0].item() == done
+            assert batch.terminated[0].item() == done
             assert batch.discounts[0].item() == pytest.approx(discount, rel=1e-6)
             checked += 1
     return checked
@@ -123,7 +124,9 @@ def test_rebuilt_stacks_match_the_env_across_episode_ends_and_wraparound(n_step)
     # Sampled batches are always complete, uint8, on the requested layout.
     batch = replay.sample(64)
     assert batch.obs.shape == (64, 4, 3, 3) and batch.obs.dtype.is_floating_point is False
-    assert batch.actions.dtype.is_floating_point is False and batch.weights.shape == (64,)
+    assert batch.actions.dtype == batch.indices.dtype == torch.int64 and batch.weights is None
+    many = replay.sample(16, num_batches=3)  # a whole training phase at once, as dqn samples
+    assert many.obs.shape == (3, 16, 4, 3, 3) and many.terminated.shape == (3, 16)
 
 
 def test_stack_never_mixes_episodes():
