@@ -377,7 +377,7 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
 
     for kind, module in plan.trainers.items():  # kinds the driver knows (plugins, tests) resolve here too
         registry.TRAINERS.setdefault(kind, module)
-    run_dir = plan.trials_dir / trial_label(plan.name, tune.get_context().get_trial_id())
+    run_dir = plan.trials_dir / tune.get_context().get_trial_name()  # trial_label()
     trackers: list[TuneTracker] = []
 
     def make_tracker(run_dir, tracking, **kwargs):
@@ -395,8 +395,10 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
 
 
 def trial_label(sweep_name: str, trial_id: str) -> str:
-    """`<sweep>-003` for Tune trial id `ab12c_00003`: the run folder and W&B run name."""
-    return f"{sweep_name}-{int(trial_id.rsplit('_', 1)[-1]):03d}"
+    """A trial's name, Tune folder, run folder and W&B run name: `<sweep>-003` for grid and random
+    trials (Tune id `ab12c_00003`), `<sweep>-<id>` for the ids a search algorithm draws."""
+    counted = re.fullmatch(r"[0-9a-f]+_(\d+)", trial_id)
+    return f"{sweep_name}-{int(counted[1]):03d}" if counted else f"{sweep_name}-{trial_id}"
 
 
 def _trainable(plan: SweepPlan):
@@ -507,7 +509,7 @@ def _tuner(plan: SweepPlan, resume: bool):
         run_config=tune.RunConfig(
             name="tune", storage_path=str(plan.sweep_dir),
             failure_config=tune.FailureConfig(max_failures=plan.settings.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers: tiny, and no forced snapshots
             stop=_StopOnConfigError(), verbose=1,
         ),
     )
@@ -625,8 +627,7 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
     finished = 0
     for result in grid:
         metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or _trial_id_from_path(result.path)
-        label = trial_label(plan.name, trial_id) if trial_id else Path(result.path).name
+        label = Path(result.path).name  # trial_dirname_creator: trial_label()
         params = {k: v for k, v in (result.config or {}).items() if k != "__trial_index__"}
         if "__trial_index__" in (result.config or {}):
             params["seed"] = plan.settings.seeds[result.config["__trial_index__"]]
@@ -700,11 +701,6 @@ def print_results(outcome: SweepOutcome) -> None:
     if outcome.best:
         console.print(f"best: {outcome.best['trial']} {metric}={outcome.best['value']:.4g}  "
                       f"checkpoint: {outcome.best['checkpoint']}")
-
-
-def _trial_id_from_path(path: str | None) -> str | None:
-    match = re.search(r"([0-9a-f]+_\d{5})", Path(path or "").name)
-    return match.group(1) if match else None
 
 
 def _error_line(error: BaseException) -> str:

@@ -1,0 +1,172 @@
+"""Sweeps on a real embedded Ray cluster (one per module), with W&B offline runs read back from disk.
+
+The `classify` trainer runs the main sweep; `sweeptest` (tests/sweep_trainer.py, a contract-following
+trainer that learns nothing) makes ASHA, retries and the metric check fast and deterministic.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from launch.registry import TRAINERS
+from launch.tracking import read_metrics
+from networks.errors import ConfigError
+from wandb_reader import history, offline_runs, records
+
+ray = pytest.importorskip("ray")
+TESTS = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One embedded local cluster for the module; workers import tests/ (for the sweeptest kind)."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), saved) if p)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    TRAINERS["sweeptest"] = "sweep_trainer"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    TRAINERS.pop("sweeptest", None)
+    if saved is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = saved
+
+
+def sweep(tmp_path, overrides=(), **settings):
+    from launch.config import from_dict
+    from launch.sweep import SweepConfig, plan_sweep, run_sweep
+
+    plan = plan_sweep(from_dict(SweepConfig, settings, ""), list(overrides), out=tmp_path, name="s")
+    return run_sweep(plan)
+
+
+def steps_in_wandb(run_dir: Path) -> list[int]:
+    return sorted({row["global_step"] for f in offline_runs(run_dir) for row in history(f) if "global_step" in row})
+
+
+def test_embedded_sweep_of_four_classifier_trials(cluster, tmp_path):
+    outcome = sweep(
+        tmp_path,
+        base={"kind": "classify", "total_steps": 40, "eval_every": 20, "batch_size": 32},
+        metric="eval/accuracy",
+        space={"lr": {"grid": [1e-3, 3e-3]}},
+        seeds=[0, 1],
+    )
+    sweep_dir = tmp_path / "sweeps" / "s"
+    assert [row["status"] for row in outcome.rows] == ["done"] * 4
+    assert sorted((r["params"]["lr"], r["params"]["seed"]) for r in outcome.rows) == [
+        (1e-3, 0), (1e-3, 1), (3e-3, 0), (3e-3, 1)]
+
+    results = json.loads((sweep_dir / "results.json").read_text())
+    assert len(results["trials"]) == 4 and all(0 <= t["eval/accuracy"] <= 1 for t in results["trials"])
+    assert (sweep_dir / "results.csv").read_text().count("\n") == 5
+    best = json.loads((sweep_dir / "best.json").read_text())
+    assert best["value"] == max(t["eval/accuracy"] for t in results["trials"])
+    assert Path(best["checkpoint"]).exists() and Path(best["checkpoint"]).with_suffix(".json").exists()
+    assert "lr:" in (sweep_dir / "best_config.yaml").read_text()
+
+    for row in outcome.rows:
+        run_dir = Path(row["run_dir"])
+        assert run_dir.parent == sweep_dir / "trials" and (run_dir / "config.yaml").exists()
+        logged = sorted({r["step"] for r in read_metrics(run_dir / "metrics.jsonl")})
+        assert logged and steps_in_wandb(run_dir) == logged  # every reported step reached W&B
+        (wandb_file,) = offline_runs(run_dir)
+        run = next(r.run for r in records(wandb_file) if r.WhichOneof("record_type") == "run")
+        assert run.run_group == "s" and "sweep:s" in run.tags and run.display_name == run_dir.name
+        assert any(r.WhichOneof("record_type") == "exit" for r in records(wandb_file))  # finished cleanly
+
+
+def test_asha_stops_a_clearly_bad_trial_early(cluster, tmp_path):
+    outcome = sweep(
+        tmp_path,
+        base={"kind": "sweeptest", "total_steps": 100, "eval_every": 10, "sleep_s": 0.05},
+        metric="eval/score",
+        space={"quality": {"grid": [1.0, 0.9, 0.01]}},
+        max_concurrent=1,  # the bad trial comes last and meets full rungs
+        scheduler={"type": "asha", "grace_period": 20, "reduction_factor": 2},
+    )
+    by_quality = {row["params"]["quality"]: row for row in outcome.rows}
+    assert by_quality[1.0]["status"] == "done" and by_quality[1.0]["step"] == 100
+    bad = by_quality[0.01]
+    assert bad["status"] == "stopped" and bad["step"] < 100
+    # The stopped trial's W&B run still holds every step it logged, and was finished.
+    run_dir = Path(bad["run_dir"])
+    assert steps_in_wandb(run_dir) == [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    (wandb_file,) = offline_runs(run_dir)
+    exits = [r.exit.exit_code for r in records(wandb_file) if r.WhichOneof("record_type") == "exit"]
+    assert exits == [0]
+    assert outcome.best["params"]["quality"] == 1.0
+
+
+def test_a_trial_that_crashes_once_is_retried_and_completes(cluster, tmp_path):
+    marker = tmp_path / "crashed"
+    outcome = sweep(
+        tmp_path,
+        base={"kind": "sweeptest", "total_steps": 100, "eval_every": 10, "crash_once": str(marker), "crash_at": 50},
+        metric="eval/score",
+        max_failures=1,
+    )
+    assert marker.read_text() == "crashed at 50\n"
+    (row,) = outcome.rows
+    assert row["status"] == "done" and row["step"] == 100 and row["error"] is None
+    run_dir = Path(row["run_dir"])
+    # The retry resumed from the step-40 checkpoint: no step lost or repeated in metrics.jsonl,
+    # and the two W&B runs (first try, retry) hold every step between them.
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == list(range(10, 101, 10))
+    assert len(offline_runs(run_dir)) == 2
+    assert steps_in_wandb(run_dir) == list(range(10, 101, 10))
+    first_try = offline_runs(run_dir)[0]
+    assert [r.exit.exit_code for r in records(first_try) if r.WhichOneof("record_type") == "exit"] == [1]
+
+
+def test_a_trial_failing_past_max_failures_is_reported_with_its_error(cluster, tmp_path):
+    outcome = sweep(
+        tmp_path,
+        base={"kind": "sweeptest", "total_steps": 30, "eval_every": 10, "crash_at": 20},
+        metric="eval/score",
+        space={"crash_once": {"grid": [None, str(tmp_path / "no-such-dir" / "marker")]}},
+        max_failures=1,
+    )
+    by_crash = {row["params"]["crash_once"] is None: row for row in outcome.rows}
+    assert by_crash[True]["status"] == "done"
+    failed = by_crash[False]
+    assert failed["status"] == "error" and "FileNotFoundError" in failed["error"]
+    assert outcome.best["trial"] == by_crash[True]["trial"]
+    table = json.loads((tmp_path / "sweeps" / "s" / "results.json").read_text())["trials"]
+    assert any(t["status"] == "error" and t["error"] for t in table)
+
+
+def test_a_metric_the_trainer_never_reports_ends_the_sweep_as_bad_input(cluster, tmp_path):
+    from launch.sweep import SweepConfig, plan_sweep, run_sweep
+
+    # classify declares no METRICS, so the check happens when the first trial ends.
+    plan = plan_sweep(SweepConfig(base={"kind": "classify", "total_steps": 10, "eval_every": 10},
+                                  metric="eval/acuracy", seeds=[0, 1]), out=tmp_path, name="s")
+    with pytest.raises(ConfigError, match="eval/acuracy.*never reported"):
+        run_sweep(plan)
+    assert not (tmp_path / "sweeps" / "s").exists()
+
+
+def test_optuna_search_repeats_each_point_per_seed(cluster, tmp_path):
+    outcome = sweep(
+        tmp_path,
+        base={"kind": "sweeptest", "total_steps": 20, "eval_every": 10},
+        metric="eval/score",
+        space={"quality": {"uniform": [0.1, 1.0]}},
+        seeds=[0, 1],
+        num_samples=2,
+        search="optuna",
+    )
+    assert len(outcome.rows) == 4 and all(row["status"] == "done" for row in outcome.rows)
+    points = {}
+    for row in outcome.rows:
+        points.setdefault(row["params"]["quality"], set()).add(row["params"]["seed"])
+    assert list(points.values()) == [{0, 1}, {0, 1}]
+    assert all(math.isfinite(row["eval/score"]) for row in outcome.rows)
