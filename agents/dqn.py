@@ -1,0 +1,529 @@
+"""Deep Q-learning (kind `dqn`), with the Rainbow-era extensions as switches of one agent.
+
+Double DQN (van Hasselt et al. 2016), Dueling heads (Wang et al. 2016), n-step returns and prioritized
+replay (Schaul et al. 2016) are config options; the maths is in agents/losses.py, the replay in
+agents/replay.py. Config names follow stable-baselines3, so rl-zoo3 settings carry over unchanged, and so
+do its counting rules: `train_freq` and `target_update_interval` count vector-env steps, `total_steps`,
+`learning_starts` and the ε schedule count transitions (the autoreset step after an episode ends is no
+transition: it is neither stored nor counted).
+
+One loop: act ε-greedily on all envs in one forward pass -> step -> store -> every `train_freq` steps run
+`gradient_steps` updates -> sync the target net every `target_update_interval` steps -> log, evaluate,
+checkpoint. The target net only changes between training phases, so a phase samples all its batches at
+once and values all their next states with the target net in one large forward pass; each update is
+then one small forward/backward with a fused optimizer step and no host sync (losses accumulate on the
+device and are read when logged).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+import envs
+import networks
+from agents import TrainingDiverged, losses
+from agents.replay import ReplayBuffer
+from agents.schedules import crossed, linear_schedule
+from networks import io
+from networks.errors import CheckpointError, ConfigError
+from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
+
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training ones
+MAX_EVAL_ENVS = 32
+
+
+@dataclass
+class Prioritized:
+    """Prioritized experience replay, proportional variant (Schaul et al. 2016)."""
+
+    enabled: bool = False
+    alpha: float = field(default=0.6, metadata={"ge": 0})  # priority exponent; paper's 0.6
+    beta0: float = field(default=0.4, metadata={"ge": 0, "le": 1})  # importance-weight exponent at start; 0.4
+    anneal_beta: bool = True  # β -> 1 linearly over the run, as in the paper
+    eps: float = field(default=1e-6, metadata={"gt": 0})  # added to |δ| so no transition has priority 0
+
+
+@dataclass
+class Config:
+    """DQN. Defaults are stable-baselines3's DQN defaults unless a comment says otherwise."""
+
+    env_id: str = "CartPole-v1"  # any id envs.make accepts, with Box observations and Discrete actions
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env, e.g. {max_episode_steps: 200}
+    num_envs: int = field(default=1, metadata={"ge": 1})  # vector envs acting in one forward pass
+    total_steps: int = field(default=100_000, metadata={"ge": 1})  # env transitions
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
+    network: dict[str, Any] = field(default_factory=lambda: {"type": "mlp", "hidden": [64, 64]})  # SB3 net_arch
+    dueling: bool = False  # V + A - mean(A) head (Wang et al. 2016)
+    dueling_hidden: int | None = field(default=None, metadata={"ge": 1})  # a hidden layer per dueling stream
+    double_q: bool = False  # online net picks a', target net values it (van Hasselt et al. 2016)
+    n_step: int = field(default=1, metadata={"ge": 1})  # rewards summed before bootstrapping
+    learning_rate: float = field(default=1e-4, metadata={"gt": 0})
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    loss: Literal["huber", "mse"] = "huber"  # huber = smooth L1, SB3's and the Nature paper's
+    buffer_size: int = field(default=1_000_000, metadata={"ge": 1})
+    learning_starts: int = field(default=100, metadata={"ge": 0})  # random actions and no updates until then
+    batch_size: int = field(default=32, metadata={"ge": 1})
+    gamma: float = field(default=0.99, metadata={"ge": 0, "le": 1})
+    tau: float = field(default=1.0, metadata={"gt": 0, "le": 1})  # target update: 1 = copy, < 1 = Polyak
+    target_update_interval: int = field(default=10_000, metadata={"ge": 1})  # vector-env steps
+    train_freq: int = field(default=4, metadata={"ge": 1})  # vector-env steps between training phases
+    gradient_steps: int = field(default=1, metadata={"ge": -1})  # per phase; -1 = transitions since last
+    exploration_fraction: float = field(default=0.1, metadata={"ge": 0, "le": 1})  # share of run ε decays over
+    exploration_initial_eps: float = field(default=1.0, metadata={"ge": 0, "le": 1})
+    exploration_final_eps: float = field(default=0.05, metadata={"ge": 0, "le": 1})
+    max_grad_norm: float = field(default=10.0, metadata={"gt": 0})
+    prioritized: Prioritized = field(default_factory=Prioritized)
+    eval_every: int = field(default=10_000, metadata={"ge": 0})  # env steps between greedy evals; 0 = at end
+    eval_episodes: int = field(default=10, metadata={"ge": 1})
+    stop_at_return: float | None = None  # stop once an evaluation's mean return reaches this (dlforge)
+    checkpoint_every: int = field(default=50_000, metadata={"ge": 1})  # env steps between checkpoints
+    save_replay: bool = False  # put the replay buffer in checkpoints, so a resume continues exactly
+    log_every: int = field(default=1_000, metadata={"ge": 1})  # env steps between chart points
+    nan_policy: Literal["stop", "skip"] = "stop"  # non-finite loss/Q: stop the run, or skip that update
+
+    def validate(self) -> None:
+        if self.buffer_size < self.batch_size:
+            raise ConfigError("buffer_size", f"must be >= batch_size ({self.batch_size}), got {self.buffer_size}")
+        if self.n_step < 1:
+            raise ConfigError("n_step", f"must be >= 1 (1 = one-step DQN), got {self.n_step}")
+        if self.gradient_steps == 0:
+            raise ConfigError("gradient_steps", "must be >= 1, or -1 for as many as env steps since the last update")
+        if self.exploration_final_eps > self.exploration_initial_eps:
+            raise ConfigError(
+                "exploration_final_eps",
+                f"must be <= exploration_initial_eps "
+                f"({self.exploration_initial_eps}), got {self.exploration_final_eps}",
+            )
+
+
+@dataclass
+class Counters:
+    step: int = 0  # env transitions
+    vec_steps: int = 0  # vector-env steps that held a transition
+    updates: int = 0  # gradient steps
+    episodes: int = 0
+    since_train: int = 0  # transitions since the last training phase
+    skipped_updates: int = 0  # non-finite updates skipped (nan_policy: skip)
+    best_eval: float = -float("inf")
+
+
+class QNetwork(nn.Module):
+    """obs (B, *obs_shape) -> Q (B, n_actions): a `networks.build` encoder and a Q or dueling head.
+    uint8 observations (pixels) are scaled to [0, 1] here, so replay keeps them one byte each."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, pixels: bool):
+        super().__init__()
+        self.encoder, self.head, self.pixels = encoder, head, pixels
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() / 255.0 if self.pixels else obs
+        return self.head(self.encoder(x))
+
+
+def make_env(config: Config, num_envs: int, seed: int, **kwargs) -> gym.vector.VectorEnv:
+    return envs.make(config.env_id, num_envs=num_envs, seed=seed, **kwargs, **config.env_kwargs)
+
+
+def build_q_network(config: Config, env: gym.vector.VectorEnv) -> QNetwork:
+    """The Q-network for `env`'s spaces; ConfigError when a space or the network spec does not fit."""
+    obs_space, action_space = env.single_observation_space, env.single_action_space
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ConfigError("env_id", f"DQN needs a discrete action space; {config.env_id} has {action_space}")
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise ConfigError(
+            "env_id",
+            f"DQN needs a Box observation space; {config.env_id} has {obs_space} "
+            "(kind qlearning handles Discrete ones)",
+        )
+    if networks.resolve(config.network)["type"] in ("lstm", "gru"):
+        raise ConfigError(
+            "network.type",
+            "dqn takes feed-forward networks (mlp, cnn, presets); recurrent ones (lstm, gru) need kind drqn",
+        )
+    encoder = networks.build(config.network, obs_space.shape)
+    n_actions = int(action_space.n)
+    head = (
+        networks.DuelingHead(encoder.output_dim, n_actions, hidden=config.dueling_hidden)
+        if config.dueling
+        else networks.QHead(encoder.output_dim, n_actions)
+    )
+    return QNetwork(encoder, head, pixels=obs_space.dtype == np.uint8)
+
+
+class Learner:
+    """The online and target Q-networks, the optimizer, and the update (the learning half of DQN)."""
+
+    def __init__(self, config: Config, q_net: QNetwork, device: torch.device):
+        self.config, self.q_net = config, q_net
+        self.target_net = copy.deepcopy(q_net).requires_grad_(False)
+        self.params = list(q_net.parameters())
+        self.optimizer = make_optimizer(config, self.params, device)
+        self.loss_sum = torch.zeros((), device=device)  # since the last log, read only then (no host sync)
+        self.q_sum = torch.zeros((), device=device)
+        self.logged_updates = 0
+        self.dirty = False  # updated since the last target sync
+
+    def train_phase(self, replay: ReplayBuffer, num_updates: int, beta: float, rng: np.random.Generator) -> int:
+        """`num_updates` gradient steps; returns how many were skipped as non-finite (nan_policy: skip)."""
+        skipped = 0
+        if self.config.prioritized.enabled:  # priorities change after every update: sample one batch at a time
+            for _ in range(num_updates):
+                batch = replay.sample_prioritized(self.config.batch_size, beta, rng)
+                with torch.no_grad():
+                    next_q_target = self.target_net(batch.next_obs)
+                td_errors = self.update(batch, next_q_target)
+                skipped += td_errors is None
+                if td_errors is not None:
+                    replay.update_priorities(batch.indices, td_errors)
+        else:  # the target net is fixed during a phase: value every batch's next states in one pass
+            batches = replay.sample(self.config.batch_size, num_updates)  # (G, B, ...)
+            with torch.no_grad():
+                next_q_target = self.target_net(batches.next_obs.flatten(0, 1))  # (G*B, A)
+            next_q_target = next_q_target.unflatten(0, (num_updates, -1))  # (G, B, A)
+            per_update = [x.unbind(0) for x in (*batches[:6], next_q_target)]  # G views, no copies
+            for obs, actions, rewards, next_obs, terminated, discounts, next_q in zip(*per_update):
+                skipped += self.update_once(obs, actions, rewards, next_obs, terminated, discounts, next_q) is None
+        self.dirty = True
+        return skipped
+
+    def update(self, batch, next_q_target: torch.Tensor) -> torch.Tensor | None:
+        return self.update_once(
+            batch.obs,
+            batch.actions,
+            batch.rewards,
+            batch.next_obs,
+            batch.terminated,
+            batch.discounts,
+            next_q_target,
+            batch.weights,
+        )
+
+    def update_once(self, obs, actions, rewards, next_obs, terminated, discounts, next_q_target, weights=None):
+        """One gradient step on a batch; returns the TD errors (B,), or None if skipped as non-finite."""
+        q_values = self.q_net(obs)  # (B, A)
+        q_taken = q_values.gather(1, actions[:, None]).squeeze(1)  # (B,)
+        with torch.no_grad():
+            next_q_online = self.q_net(next_obs) if self.config.double_q else None  # (B, A)
+            targets = losses.td_target(rewards, next_q_target, terminated, discounts, next_q_online)  # (B,)
+        loss = losses.td_loss(q_taken, targets, self.config.loss, weights)
+        q_mean = q_values.detach().mean()
+        if self.config.nan_policy == "skip" and not bool(torch.isfinite(loss) & torch.isfinite(q_mean)):
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        self.loss_sum += loss.detach()
+        self.q_sum += q_mean
+        self.logged_updates += 1
+        return (q_taken - targets).detach()
+
+    def sync_target(self) -> None:
+        if self.config.tau >= 1.0:
+            if self.dirty:  # a copy of an unchanged net is a no-op; skip it
+                self.target_net.load_state_dict(self.q_net.state_dict())
+        else:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.target_net.parameters()), self.params, self.config.tau)
+                for target, online in zip(self.target_net.buffers(), self.q_net.buffers()):
+                    target.copy_(online)
+        self.dirty = False
+
+    def read_losses(self) -> dict[str, float]:
+        """Mean loss and Q since the last call (the one host sync), or {} when there was no update."""
+        if self.logged_updates == 0:
+            return {}
+        loss, q_mean = (torch.stack([self.loss_sum, self.q_sum]) / self.logged_updates).tolist()
+        self.loss_sum.zero_(), self.q_sum.zero_()
+        self.logged_updates = 0
+        return {"losses/td_loss": loss, "losses/q_values": q_mean}
+
+    def check_finite(self, counters: Counters) -> None:
+        """nan_policy stop: raise on a non-finite loss or Q since the last check (last checkpoint is kept)."""
+        if self.config.nan_policy == "stop" and not bool(torch.isfinite(self.loss_sum + self.q_sum)):
+            raise TrainingDiverged(
+                f"non-finite TD loss or Q-value by update {counters.updates} (env step {counters.step}); "
+                "stopped, the last checkpoint is the last good one. Lower learning_rate, check rewards, "
+                "or set nan_policy: skip"
+            )
+
+
+def make_optimizer(config: Config, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":  # the fused kernel: one call updates every parameter
+        return torch.optim.Adam(params, lr=config.learning_rate, fused=True)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.learning_rate, foreach=True)
+    return torch.optim.SGD(params, lr=config.learning_rate, foreach=True)
+
+
+def act(
+    q_net: QNetwork, obs: np.ndarray, epsilon: float, n_actions: int, rng: np.random.Generator, device: torch.device
+) -> np.ndarray:
+    """ε-greedy on every env at once: one forward pass, skipped when every env explores."""
+    explore = rng.random(len(obs)) < epsilon
+    random_actions = rng.integers(n_actions, size=len(obs))
+    if explore.all():
+        return random_actions
+    with torch.inference_mode():
+        greedy = q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+    return np.where(explore, random_actions, greedy)
+
+
+def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
+    # Every check that can fail on bad input runs first: config, env spaces, network shapes.
+    config.validate()
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    device = resolve_device(config.device)
+    rng = seed_everything(config.seed)
+    env = make_env(config, config.num_envs, config.seed)
+    q_net = build_q_network(config, env).to(device)
+    n_actions = int(env.single_action_space.n)
+    learner = Learner(config, q_net, device)
+    obs_space = env.single_observation_space
+    replay = ReplayBuffer(
+        config.buffer_size,
+        obs_space.shape,
+        obs_space.dtype,
+        config.num_envs,
+        gamma=config.gamma,
+        n_step=config.n_step,
+        prioritized=config.prioritized.enabled,
+        alpha=config.prioritized.alpha,
+        priority_eps=config.prioritized.eps,
+        device=device,
+    )
+    counters = Counters()
+    if resume is not None:
+        counters = restore(resume, learner, replay, rng)
+
+    eval_env = make_env(config, min(config.eval_episodes, MAX_EVAL_ENVS), config.seed, vectorization="sync")
+    obs, _ = env.reset(seed=config.seed + counters.step)  # a resumed run starts fresh episodes
+    after_end = np.zeros(config.num_envs, dtype=bool)  # NEXT_STEP autoreset: the next step only resets
+    target_every = max(config.target_update_interval // config.num_envs, 1)  # in vector steps, as SB3
+    epsilon_steps = config.exploration_fraction * config.total_steps
+    start_time, start_step = time.perf_counter(), counters.step
+    last_eval: dict | None = None
+
+    def checkpoint(best: bool = False, metric: float | None = None) -> None:
+        tracker.checkpoint(
+            snapshot(learner, counters, rng, replay if config.save_replay and not best else None),
+            counters.step,
+            best=best,
+            metric=metric,
+        )
+
+    while counters.step < config.total_steps:
+        before = counters.step
+        learning = counters.step >= config.learning_starts
+        epsilon = linear_schedule(
+            config.exploration_initial_eps, config.exploration_final_eps, epsilon_steps, counters.step
+        )
+        actions = act(q_net, obs, epsilon if learning else 1.0, n_actions, rng, device)
+        next_obs, rewards, terminated, truncated, info = env.step(actions)
+        valid = ~after_end
+        replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid)
+        after_end = terminated | truncated
+        obs = next_obs
+        new = int(valid.sum())
+        if new == 0:
+            continue
+        counters.step += new
+        counters.vec_steps += 1
+        counters.since_train += new
+
+        if "_episode" in info and info["_episode"].any():
+            ended = info["_episode"]
+            counters.episodes += int(ended.sum())
+            tracker.log(
+                {
+                    "charts/episodic_return": float(info["episode"]["r"][ended].mean()),
+                    "charts/episodic_length": float(info["episode"]["l"][ended].mean()),
+                },
+                counters.step,
+            )
+        if counters.vec_steps % target_every == 0:
+            learner.sync_target()
+        if (
+            counters.step > config.learning_starts
+            and counters.vec_steps % config.train_freq == 0
+            and len(replay) >= config.batch_size
+        ):
+            num_updates = config.gradient_steps if config.gradient_steps > 0 else counters.since_train
+            beta = (
+                linear_schedule(config.prioritized.beta0, 1.0, config.total_steps, counters.step)
+                if config.prioritized.anneal_beta
+                else config.prioritized.beta0
+            )
+            skipped = learner.train_phase(replay, num_updates, beta, rng)
+            counters.updates += num_updates - skipped
+            counters.skipped_updates += skipped
+            counters.since_train = 0
+            learner.check_finite(counters)
+
+        if crossed(before, counters.step, config.log_every):
+            sps = (counters.step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+            metrics = {
+                "charts/epsilon": epsilon,
+                "charts/sps": sps,
+                "charts/updates": counters.updates,
+                **learner.read_losses(),
+            }
+            if config.nan_policy == "skip":
+                metrics["losses/skipped_updates"] = counters.skipped_updates
+            tracker.log(metrics, counters.step)
+        done = counters.step >= config.total_steps
+        if crossed(before, counters.step, config.eval_every) or (done and config.eval_every == 0):
+            last_eval = evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET, device)
+            tracker.log(
+                {"eval/mean_return": last_eval["mean_return"], "eval/std_return": last_eval["std_return"]},
+                counters.step,
+            )
+            if last_eval["mean_return"] > counters.best_eval:
+                counters.best_eval = last_eval["mean_return"]
+                checkpoint(best=True, metric=counters.best_eval)
+            if config.stop_at_return is not None and last_eval["mean_return"] >= config.stop_at_return:
+                done = True
+        if crossed(before, counters.step, config.checkpoint_every) or done:
+            checkpoint()
+        if done or tracker.should_stop():
+            break
+
+    env.close()
+    eval_env.close()
+    elapsed = time.perf_counter() - start_time
+    summary = {
+        "charts/episodes": counters.episodes,
+        "charts/updates": counters.updates,
+        "charts/sps": (counters.step - start_step) / max(elapsed, 1e-9),
+        "time/train_seconds": elapsed,
+        "global_step": counters.step,
+    }
+    if last_eval is not None:
+        summary.update(
+            {
+                "eval/mean_return": last_eval["mean_return"],
+                "eval/std_return": last_eval["std_return"],
+                "eval/best_return": counters.best_eval,
+            }
+        )
+    tracker.summary(summary)
+    return summary
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def snapshot(learner: Learner, counters: Counters, rng: np.random.Generator, replay: ReplayBuffer | None) -> dict:
+    """Everything a resume needs: networks, optimizer, counters, RNG states, and the replay when asked."""
+    tree = {
+        "q_net": learner.q_net.state_dict(),
+        "target_net": learner.target_net.state_dict(),
+        "optimizer": learner.optimizer.state_dict(),
+        "counters": asdict(counters),
+        "rng": rng_state(rng),
+    }
+    if replay is not None:
+        tree["replay"] = replay.state_dict()
+    return tree
+
+
+def restore(tree: dict, learner: Learner, replay: ReplayBuffer, rng: np.random.Generator) -> Counters:
+    missing = [key for key in ("q_net", "target_net", "optimizer", "counters", "rng") if key not in tree]
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {missing} (is it a dqn run?)")
+    io.load_module_state(learner.q_net, tree["q_net"], "q_net")
+    io.load_module_state(learner.target_net, tree["target_net"], "target_net")
+    io.load_optimizer_state(learner.optimizer, tree["optimizer"])
+    try:
+        counters = Counters(**tree["counters"])
+    except TypeError as e:
+        raise CheckpointError(f"counters: {e}") from None
+    restore_rng_state(tree["rng"], rng)
+    if "replay" in tree:
+        replay.load_state_dict(tree["replay"])
+    return counters
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+
+def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
+    """Greedy episodes with the checkpoint's Q-network; the same seed gives the same returns.
+    With `video_path`, also writes an mp4 of the first episode."""
+    device = resolve_device(config.device)
+    env = make_env(config, min(episodes, MAX_EVAL_ENVS), seed, vectorization="sync")
+    q_net = build_q_network(config, env).to(device)
+    if not isinstance(tree, dict) or "q_net" not in tree:
+        raise CheckpointError("checkpoint holds no 'q_net' (is it a dqn run?)")
+    io.load_module_state(q_net, tree["q_net"], "q_net")
+    result = evaluate_net(q_net, env, episodes, seed, device)
+    env.close()
+    if video_path is not None:
+        record_video(config, q_net, seed, device, Path(video_path))
+        result["video"] = str(video_path)
+    return result
+
+
+def evaluate_net(q_net: QNetwork, env: gym.vector.VectorEnv, episodes: int, seed: int, device: torch.device) -> dict:
+    """`episodes` greedy episodes on a sync vector env (env i seeded seed + i), split across its envs as
+    SB3's evaluate_policy does, so short episodes are not over-counted."""
+    n = env.num_envs
+    wanted = np.array([(episodes + i) // n for i in range(n)])
+    returns: list[list[float]] = [[] for _ in range(n)]
+    obs, _ = env.reset(seed=seed)
+    q_net.eval()
+    while any(len(r) < w for r, w in zip(returns, wanted)):
+        with torch.inference_mode():
+            actions = q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+        obs, _, _, _, info = env.step(actions)
+        for i in np.flatnonzero(info.get("_episode", np.zeros(n, bool))):
+            if len(returns[i]) < wanted[i]:
+                returns[i].append(float(info["episode"]["r"][i]))
+    q_net.train()
+    flat = [r for per_env in returns for r in per_env]
+    return {
+        "mean_return": float(np.mean(flat)),
+        "std_return": float(np.std(flat)),
+        "episodes": len(flat),
+        "returns": flat,
+    }
+
+
+def record_video(config: Config, q_net: QNetwork, seed: int, device: torch.device, path: Path) -> Path:
+    """An mp4 of the first evaluation episode (env 0 of the eval env, seeded `seed`, replayed alone)."""
+    import imageio_ffmpeg  # ships with moviepy; a static ffmpeg, works offline
+
+    env = make_env(config, 1, seed, vectorization="sync", render_mode="rgb_array")
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()[0]]
+    while True:
+        with torch.inference_mode():
+            actions = q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+        obs, _, terminated, truncated, _ = env.step(actions)
+        frames.append(env.render()[0])
+        if terminated[0] or truncated[0]:
+            break
+    env.close()
+    height, width = (frames[0].shape[0] // 2) * 2, (frames[0].shape[1] // 2) * 2  # yuv420p needs even sizes
+    fps = env.metadata.get("render_fps") or 30
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=fps, macro_block_size=1, output_params=["-loglevel", "error"]
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame[:height, :width, :3]))
+    writer.close()
+    return path
