@@ -13,6 +13,7 @@ from types import ModuleType
 
 TRAINERS: dict[str, str] = {
     "classify": "generative.classifier",
+    "dqn": "agents.dqn",
     "gan": "generative.gan",
 }
 
