@@ -21,18 +21,24 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from ray import tune
+
+# Ray 2.60 reads this when it is imported: `ray start --head` clusters (and embedded ones) use token auth.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+from ray import tune  # noqa: E402
 
 from launch.config import TrackingConfig, apply_overrides, from_dict, parse_config, read_yaml, to_dict
 from launch.registry import TRAINERS, trainer_module
@@ -392,6 +398,11 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
     except ConfigError as e:
         # Bad input is not worth a retry: tell the driver, which ends the sweep with exit code 2.
         tune.report({plan.settings.metric: math.nan, CONFIG_ERROR: str(e), "step": 0})
+    finally:
+        # The run is finished (train_run closed it); stop W&B's service now, while this process is
+        # whole, rather than in an atexit hook that Ray's actor exit races.
+        if "wandb" in sys.modules:
+            sys.modules["wandb"].teardown()
 
 
 def trial_label(sweep_name: str, trial_id: str) -> str:
@@ -560,8 +571,9 @@ def connect(address: str | None, plan: SweepPlan) -> bool:
     if address is None:
         # Loopback only (FACTS.md): otherwise the embedded cluster listens on every interface.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(address="local", num_cpus=_machine_cpus(), include_dashboard=False,
+        ray.init(address="local", num_cpus=_machine_cpus(), include_dashboard=False, logging_level=logging.ERROR,
                  runtime_env={"env_vars": env_vars} if env_vars else None)
+        print(f"ray: embedded local cluster, {_machine_cpus()} CPUs")
         return True
     if address.startswith("ray://"):
         raise ConfigError("--address", "Ray Client (ray://) does not suit Tune; give the cluster's GCS address "
@@ -573,7 +585,8 @@ def connect(address: str | None, plan: SweepPlan) -> bool:
     packages = [str(root / p) for p in ("networks", "envs", "agents", "generative", "launch")]
     runtime_env = {"py_modules": packages, "excludes": ["__pycache__", "*.pyc"], "env_vars": env_vars}
     try:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.ERROR)
+        print(f"ray: joined {address}")
     except (ConnectionError, TimeoutError) as e:
         raise ConfigError("--address", f"cannot join a Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     return True
