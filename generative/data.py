@@ -166,11 +166,14 @@ def _read_npz(path: Path):
     return x, y
 
 
-def to_nchw_unit(x: np.ndarray, what: str) -> np.ndarray:
-    """(N, H, W) / (N, C, H, W) / (N, H, W, C) uint8 or [0, 1] floats -> (N, C, H, W) float32 in [0, 1]."""
+def to_nchw_unit(x: np.ndarray, what: str, *, channels_first: bool = False) -> np.ndarray:
+    """(N, H, W) / (N, C, H, W) / (N, H, W, C) uint8 or [0, 1] floats -> (N, C, H, W) float32 in [0, 1].
+
+    `channels_first` trusts a 4-D array to be (N, C, H, W) already (env observations always are).
+    """
     if x.ndim == 3:
         x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+    elif x.ndim == 4 and not channels_first and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4 or len(x) == 0:
         raise ConfigError("data", f"{what} has shape {x.shape}, expected (N, H, W) or (N, C, H, W) with N > 0")
@@ -226,7 +229,7 @@ def env_frame_images(env_id: str, *, n: int, seed: int) -> np.ndarray:
             obs, *_ = env.step(env.action_space.sample())
     finally:
         env.close()
-    return to_nchw_unit(np.stack(frames), f"env:{env_id} observations")
+    return to_nchw_unit(np.stack(frames), f"env:{env_id} observations", channels_first=True)
 
 
 def _image_obs(obs, env_id: str) -> np.ndarray:
@@ -235,7 +238,7 @@ def _image_obs(obs, env_id: str) -> np.ndarray:
             raise ConfigError("data", f"env:{env_id} gives dict observations without an 'image' key")
         obs = obs["image"]
     obs = np.asarray(obs)
-    if obs.ndim not in (3, 4):  # (num_envs, H, W) or (num_envs, C, H, W) / (num_envs, H, W, C)
+    if obs.ndim not in (3, 4):  # (num_envs, H, W) or (num_envs, C, H, W): envs.make gives channels first
         raise ConfigError("data", f"env:{env_id} observations have shape {obs.shape[1:]}, which are not images")
     return obs
 

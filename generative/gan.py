@@ -82,6 +82,13 @@ class AdversarialConfig:
     seed: int = 0  # seeds the split, the init, the noise and the batches
     device: str = "auto"  # auto | cpu | cuda[:N]
     torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
+    amp: bool = False  # bf16 autocast (for GPUs; the losses take logits, so autocast is safe)
+    channels_last: bool = False  # NHWC memory layout for the conv nets (faster convs on GPUs)
+    compile: bool = False  # torch.compile both networks (pays a compile pause up front)
+
+    def validate(self) -> None:
+        if self.latent_dim < 1:
+            raise ConfigError("latent_dim", f"must be >= 1, got {self.latent_dim}")
 
 
 @dataclass
@@ -144,6 +151,7 @@ def generate(config: Config, tree: dict, *, n: int, seed: int) -> np.ndarray:
 
 
 def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> dict[str, float]:
+    config.validate()
     with torch_threads(config.torch_threads):
         device = resolve_device(config.device)
         seed_everything(config.seed)
@@ -154,6 +162,12 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
         if config.stability.spectral_norm:
             spectral_norm_all(discriminator)
         generator, discriminator = generator.to(device), discriminator.to(device)
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
+        generator, discriminator = generator.to(memory_format=layout), discriminator.to(memory_format=layout)
+        # compiled wrappers run the steps; the plain modules own the weights the checkpoint saves
+        run_g, run_d = generator, discriminator
+        if config.compile:
+            run_g, run_d = torch.compile(generator), torch.compile(discriminator)
         opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
         fixed_noise = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed))
@@ -163,6 +177,8 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
         watch = DiscriminatorWatch(config.alarms.d_loss_below, config.alarms.d_loss_steps)
         scorer = Scorer(config, data, device, tracker)
         real_images = torch.from_numpy(data.x_train).to(device) * 2 - 1  # (N, C, H, W) in [-1, 1]
+        real_images = real_images.contiguous(memory_format=layout)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
         fixed_noise = fixed_noise.to(device)
         specs = {"generator": {"latent_dim": config.latent_dim, "image_shape": list(data.shape)}}
 
@@ -172,17 +188,17 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
             started = time.perf_counter()
             real = sample(real_images, config.batch_size)
             z = torch.randn(config.batch_size, config.latent_dim, device=device)
-            fake = generator(z)
-            # (1) discriminator: real vs fake; detach() keeps the generator out of this update
-            d_loss = discriminator_loss(
-                discriminator(real), discriminator(fake.detach()), config.stability.label_smoothing
-            )
+            with autocast:
+                fake = run_g(z)
+                # (1) discriminator: real vs fake; detach() keeps the generator out of this update
+                d_loss = discriminator_loss(run_d(real), run_d(fake.detach()), config.stability.label_smoothing)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
             # (2) generator: fool the discriminator, frozen (no gradients for its weights)
             discriminator.requires_grad_(False)
-            g_loss = generator_loss(discriminator(fake), config.stability.non_saturating)
+            with autocast:
+                g_loss = generator_loss(run_d(fake), config.stability.non_saturating)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()

@@ -15,6 +15,10 @@ TRAINERS: dict[str, str] = {
     "classify": "generative.classifier",
     "dqn": "agents.dqn",
     "gan": "generative.gan",
+    "dcgan": "generative.dcgan",
+    "ae": "generative.ae",
+    "vae": "generative.vae",
+    "seq2seq_ae": "generative.seq2seq_ae",
 }
 
 
