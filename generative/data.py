@@ -219,7 +219,10 @@ def env_frame_images(env_id: str, *, n: int, seed: int) -> np.ndarray:
         raise ConfigError(
             "data", f"env:{env_id} needs the env factory that launch/ registers (run it with `dlforge train`)"
         )
-    env = _env_factory(env_id, num_envs=1, seed=seed)  # ConfigError on unknown ids comes from envs.make
+    try:
+        env = _env_factory(env_id, num_envs=1, seed=seed)
+    except ConfigError as e:  # envs.make names its own field (env_id); the user wrote `data`
+        raise ConfigError("data", f"env:{env_id}: {str(e).split(': ', 1)[-1]}") from None
     try:
         env.action_space.seed(seed)
         obs, _ = env.reset(seed=seed)

@@ -55,9 +55,10 @@ def scatter(codes: np.ndarray, labels: np.ndarray | None, title: str) -> np.ndar
     """The notes' dimensionality reduction for visualisation: 2-D codes (or their PCA), coloured by label."""
     points = pca_2d(codes)
     fig, ax = _figure()
-    colours = None if labels is None else np.asarray(labels)
-    dots = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6, alpha=0.8)
-    if labels is not None:
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
+    else:
+        dots = ax.scatter(points[:, 0], points[:, 1], c=np.asarray(labels), cmap="tab10", s=6, alpha=0.8)
         ax.legend(*dots.legend_elements(), fontsize=6, loc="best", markerscale=0.7)
     dims = np.asarray(codes).reshape(len(codes), -1).shape[1]
     ax.set_title(title if dims <= 2 else f"{title} (PCA of {dims}-d code)", fontsize=9)

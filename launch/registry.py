@@ -23,4 +23,9 @@ TRAINERS: dict[str, str] = {
 
 
 def trainer_module(kind: str) -> ModuleType:
-    return importlib.import_module(TRAINERS[kind])
+    module = importlib.import_module(TRAINERS[kind])
+    if module.__name__.startswith("generative."):  # `data: env:<id>` collects frames through envs.make,
+        from generative.data import register_env_factory  # which generative/ may not import itself
+
+        register_env_factory(lambda *args, **kwargs: importlib.import_module("envs").make(*args, **kwargs))
+    return module
