@@ -36,9 +36,8 @@ from typing import Any, Literal
 import yaml
 
 # Ray 2.60 reads this when it is imported: `ray start --head` clusters (and embedded ones) use token auth.
+# Ray itself is imported where it is used, so bad input is reported before Ray's import cost.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-from ray import tune  # noqa: E402
 
 from launch.config import TrackingConfig, apply_overrides, from_dict, parse_config, read_yaml, to_dict
 from launch.registry import TRAINERS, trainer_module
@@ -49,6 +48,7 @@ from networks.errors import ConfigError
 SPACE_TYPES = ("grid", "choice", "uniform", "loguniform", "randint")
 CLOSE_TIMEOUT_S = 60  # how long a stopped trial's process waits for its W&B run to finish
 CONFIG_ERROR = "dlforge/config_error"  # a trial reports this (and stops the sweep) on bad input
+TRIAL_FILE = "trial.json"  # in a trial's run folder: {"status": "done" | "stopped", "step": ...}
 
 
 # --- the sweep config ---------------------------------------------------------------------------
@@ -264,6 +264,8 @@ def _check_metric(kind: str, metric: str) -> None:
 
 def tune_search(plan: SweepPlan):
     """(param_space, search_alg, num_samples) for Tune."""
+    from ray import tune
+
     settings = plan.settings
     space: dict[str, Any] = {}
     for key, spec in settings.space.items():
@@ -354,6 +356,8 @@ class TuneTracker(LocalTracker):
         if stem is None:
             self._send(payload, None)
             return
+        from ray import tune
+
         with tempfile.TemporaryDirectory(prefix=".tune-checkpoint-", dir=self.run_dir) as folder:
             # Tune keeps a small pointer; the run folder holds the one real checkpoint (networks/io).
             pointer = {"run_dir": str(self.run_dir), "stem": str(stem), "step": self.step}
@@ -361,6 +365,8 @@ class TuneTracker(LocalTracker):
             self._send(payload, tune.Checkpoint.from_directory(folder))
 
     def _send(self, payload: dict, checkpoint) -> None:
+        from ray import tune
+
         try:
             tune.report(payload, checkpoint=checkpoint)
         except SystemExit:  # how Tune's function API stops a trial (ASHA, or the sweep ending)
@@ -378,6 +384,8 @@ class TuneTracker(LocalTracker):
 
 def run_trial(plan: SweepPlan, params: dict) -> None:
     """One trial: the trial's config, trained by `train_run` into its run folder."""
+    from ray import tune
+
     from launch import registry
     from launch.run import train_run
 
@@ -390,15 +398,23 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
         trackers.append(TuneTracker(run_dir, tracking, metric=plan.settings.metric, **kwargs))
         return trackers[-1]
 
+    status = None
     try:
         spec = parse_config(plan.trial_document(params))
-        # A retry (or --resume) continues from the run folder's newest checkpoint.
-        train_run(spec, run_dir, resume=bool(checkpoint_stems(run_dir)), tracker_factory=make_tracker)
+        # A retry (or --resume) continues the run folder from its newest checkpoint.
+        train_run(spec, run_dir, resume=run_dir.exists(), tracker_factory=make_tracker)
+        status = "done"
         trackers[-1].final_report()
+    except SystemExit:  # Tune ended the trial: its scheduler (ASHA), or the sweep being interrupted
+        status = status or "stopped"
+        raise
     except ConfigError as e:
         # Bad input is not worth a retry: tell the driver, which ends the sweep with exit code 2.
         tune.report({plan.settings.metric: math.nan, CONFIG_ERROR: str(e), "step": 0})
     finally:
+        if status and run_dir.exists():
+            step = trackers[-1].step if trackers else None
+            io.atomic_write_text(run_dir / TRIAL_FILE, json.dumps({"status": status, "step": step}))
         # The run is finished (train_run closed it); stop W&B's service now, while this process is
         # whole, rather than in an atexit hook that Ray's actor exit races.
         if "wandb" in sys.modules:
@@ -476,8 +492,6 @@ class SweepOutcome:
 
 def run_sweep(plan: SweepPlan, *, address: str | None = None, resume: bool = False) -> SweepOutcome:
     """Run (or continue) the sweep on Ray and write its results. Bad input removes a new sweep folder."""
-    import ray
-
     created = not plan.sweep_dir.exists()
     started_ray = False
     try:
@@ -497,10 +511,12 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None, resume: bool = Fal
         raise
     finally:
         if started_ray:
-            ray.shutdown()
+            sys.modules["ray"].shutdown()
 
 
 def _tuner(plan: SweepPlan, resume: bool):
+    from ray import tune
+
     trainable = tune.with_resources(_trainable(plan), {"cpu": plan.settings.resources.cpu,
                                                        "gpu": plan.settings.resources.gpu})
     if resume:
@@ -521,7 +537,7 @@ def _tuner(plan: SweepPlan, resume: bool):
             name="tune", storage_path=str(plan.sweep_dir),
             failure_config=tune.FailureConfig(max_failures=plan.settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers: tiny, and no forced snapshots
-            stop=_StopOnConfigError(), verbose=1,
+            stop=_stop_on_config_error(), verbose=1,
         ),
     )
 
@@ -536,18 +552,22 @@ class _TrialLabel:
         return trial_label(self.name, trial.trial_id)
 
 
-class _StopOnConfigError(tune.Stopper):
-    """Ends the whole sweep as soon as one trial reports bad input: every trial shares the config."""
+def _stop_on_config_error():
+    """A Stopper that ends the whole sweep as soon as one trial reports bad input (all share the config)."""
+    from ray import tune
 
-    def __init__(self):
-        self.failed = False
+    class StopOnConfigError(tune.Stopper):
+        def __init__(self):
+            self.failed = False
 
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        self.failed = self.failed or CONFIG_ERROR in result
-        return self.failed
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            self.failed = self.failed or CONFIG_ERROR in result
+            return self.failed
 
-    def stop_all(self) -> bool:
-        return self.failed
+        def stop_all(self) -> bool:
+            return self.failed
+
+    return StopOnConfigError()
 
 
 def stored_plan(sweep_dir: Path) -> SweepPlan:
@@ -561,12 +581,27 @@ def stored_plan(sweep_dir: Path) -> SweepPlan:
 
 
 def connect(address: str | None, plan: SweepPlan) -> bool:
-    """Start an embedded cluster or join `address` (or RAY_ADDRESS). True if this call started Ray."""
+    """Start an embedded cluster or join `address` (or RAY_ADDRESS). True if this call started Ray.
+
+    What can be checked without Ray (the address answers, a GPU exists) is checked first, so bad
+    input fails in seconds.
+    """
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return False  # a caller (a notebook, the tests) already chose the cluster
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None and plan.settings.resources.gpu > 0:
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            raise ConfigError("resources.gpu", _no_gpu(plan.settings.resources.gpu))
+    if address is not None and address.startswith("ray://"):
+        raise ConfigError("--address", "Ray Client (ray://) does not suit Tune; give the cluster's GCS address "
+                          "host:port, as `ray start --head` prints it")
+    if address not in (None, "auto"):
+        _check_reachable(address)
+
     import ray
 
-    if ray.is_initialized():  # a caller (a notebook, the tests) already chose the cluster
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
     env_vars = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
     if address is None:
         # Loopback only (FACTS.md): otherwise the embedded cluster listens on every interface.
@@ -575,21 +610,19 @@ def connect(address: str | None, plan: SweepPlan) -> bool:
                  runtime_env={"env_vars": env_vars} if env_vars else None)
         print(f"ray: embedded local cluster, {_machine_cpus()} CPUs")
         return True
-    if address.startswith("ray://"):
-        raise ConfigError("--address", "Ray Client (ray://) does not suit Tune; give the cluster's GCS address "
-                          "host:port, as `ray start --head` prints it")
-    if address != "auto":
-        _check_reachable(address)
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # `ray start --head` turns on token auth in Ray 2.60
     root = Path(__file__).resolve().parents[1]
     packages = [str(root / p) for p in ("networks", "envs", "agents", "generative", "launch")]
     runtime_env = {"py_modules": packages, "excludes": ["__pycache__", "*.pyc"], "env_vars": env_vars}
     try:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.ERROR)
-        print(f"ray: joined {address}")
     except (ConnectionError, TimeoutError) as e:
         raise ConfigError("--address", f"cannot join a Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    print(f"ray: joined {address}")
     return True
+
+
+def _no_gpu(gpu: float) -> str:
+    return f"{gpu:g} GPU per trial, but the Ray cluster has no GPU; set resources.gpu: 0 (or --gpus-per-trial 0)"
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -614,8 +647,7 @@ def check_resources(plan: SweepPlan) -> None:
     most_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
     most_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
     if want.gpu > 0 and most_gpus == 0:
-        raise ConfigError("resources.gpu", f"{want.gpu:g} GPU per trial, but the Ray cluster has no GPU; "
-                          "set resources.gpu: 0 (or --gpus-per-trial 0)")
+        raise ConfigError("resources.gpu", _no_gpu(want.gpu))
     if want.gpu > most_gpus:
         raise ConfigError("resources.gpu", f"{want.gpu:g} GPUs per trial, but no node has more than {most_gpus:g}")
     if want.cpu > most_cpus:
@@ -646,14 +678,14 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
             params["seed"] = plan.settings.seeds[result.config["__trial_index__"]]
         value = metrics.get(metric)
         step = metrics.get("step")
+        marker = plan.trials_dir / label / TRIAL_FILE
         if result.error is not None:
             status = "error"
-            finished += 1
-        elif metrics.get("done"):
-            status = "done" if step is None or step >= plan.total_steps else "stopped"
-            finished += 1
+        elif not metrics.get("done"):
+            status = "unfinished"  # interrupted, or never started
         else:
-            status = "unfinished"
+            status = json.loads(marker.read_text()).get("status", "done") if marker.exists() else "done"
+        finished += status != "unfinished"
         rows.append({
             "trial": label, "status": status, metric: _finite(value), "step": step,
             "params": params, "run_dir": str(plan.trials_dir / label),

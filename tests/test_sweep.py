@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
+from wandb_reader import history, offline_runs, records
 
 from launch.registry import TRAINERS
 from launch.tracking import read_metrics
 from networks.errors import ConfigError
-from wandb_reader import history, offline_runs, records
 
 ray = pytest.importorskip("ray")
 TESTS = Path(__file__).resolve().parent

@@ -1,0 +1,200 @@
+"""`dlforge sweep` as a user runs it: bad input, an interrupted sweep resumed, and a real `ray start` cluster.
+
+Every Ray process here talks over loopback. The embedded clusters bind to 127.0.0.1
+(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). The two-node cluster runs on 127.0.0.2: Ray refuses a second
+`ray start` node while that variable is 0, and rewrites 127.0.0.1 to the machine's network address
+once it is 1, but it leaves other loopback addresses alone.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from wandb_reader import history, offline_runs
+
+from launch.tracking import read_metrics
+
+TESTS = Path(__file__).resolve().parent
+RAY = Path(sys.executable).with_name("ray")
+# `dlforge` with the sweeptest kind registered (tests/sweep_trainer.py; workers find it on PYTHONPATH).
+DLFORGE = [sys.executable, "-c", "import sys; from launch.registry import TRAINERS; "
+           "TRAINERS['sweeptest'] = 'sweep_trainer'; from launch.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+pytestmark = pytest.mark.slow
+
+
+def env(**extra) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            "WANDB_SILENT": "true", "WANDB_MODE": "offline", **extra}
+
+
+def write_sweep(path: Path, **document) -> Path:
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CLASSIFY = {"kind": "classify", "total_steps": 10, "eval_every": 10, "batch_size": 32}
+
+
+@pytest.mark.parametrize("case", ["unknown type", "empty grid", "unknown metric", "gpu", "unreachable address"])
+def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
+    sweep = {"base": CLASSIFY, "metric": "eval/accuracy", "space": {"lr": {"grid": [1e-3]}}}
+    flags, expected = [], ""
+    if case == "unknown type":
+        sweep["space"] = {"lr": {"logunifrom": [1e-4, 1e-2]}}
+        expected = "error: space.lr: unknown search-space type 'logunifrom' (did you mean 'loguniform'?)"
+    elif case == "empty grid":
+        sweep["space"] = {"lr": {"grid": []}}
+        expected = "error: space.lr.grid: is empty"
+    elif case == "unknown metric":  # checked against the trainer's METRICS (test_sweep.py: without them)
+        sweep = {**sweep, "base": {"kind": "sweeptest"}, "metric": "eval/scor", "space": {}}
+        expected = "error: metric: 'eval/scor' is never reported by the sweeptest trainer (did you mean 'eval/score'?)"
+    elif case == "gpu":
+        flags, expected = ["--gpus-per-trial", "0.5"], "error: resources.gpu: 0.5 GPU per trial, but the Ray " \
+                                                       "cluster has no GPU"
+    else:
+        flags, expected = ["--address", f"127.0.0.1:{free_port()}"], "error: --address: cannot reach a Ray cluster"
+    path = write_sweep(tmp_path / "bad.yaml", **sweep)
+    start = time.monotonic()
+    done = subprocess.run([*DLFORGE, "sweep", str(path), "--out", str(tmp_path / "runs"), *flags],
+                          capture_output=True, text=True, timeout=60, env=env(), cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert elapsed < 30
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(expected), lines[-1]
+    assert "Traceback" not in done.stderr
+    assert len(lines) == 1, done.stderr
+    assert not (tmp_path / "runs" / "sweeps" / "bad").exists()  # no sweep folder left behind
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    path = write_sweep(
+        tmp_path / "slow.yaml",
+        base={"kind": "sweeptest", "total_steps": 40, "eval_every": 10, "sleep_s": 0.3},
+        metric="eval/score", space={"quality": {"grid": [0.2, 0.5, 0.8]}}, max_concurrent=1,
+    )
+    out = tmp_path / "runs"
+    trials = out / "sweeps" / "slow" / "trials"
+    command = [*DLFORGE, "sweep", str(path), "--out", str(out)]
+    sweep = subprocess.Popen(command, env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(trials.glob("*/summary.json")):  # a trial finished
+            assert sweep.poll() is None and time.monotonic() < deadline, "sweep ended before the interrupt"
+            time.sleep(0.2)
+        sweep.send_signal(signal.SIGINT)  # Ctrl+C
+        output, _ = sweep.communicate(timeout=90)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, output[-3000:]
+    assert "--resume" in output
+    finished = {p.parent.name: (p.parent / "metrics.jsonl").stat().st_mtime_ns
+                for p in trials.glob("*/summary.json")}
+    assert 1 <= len(finished) < 3
+
+    resumed = subprocess.run([*command, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=180)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    results = json.loads((out / "sweeps" / "slow" / "results.json").read_text())["trials"]
+    assert sorted(t["status"] for t in results) == ["done"] * 3
+    for name, mtime in finished.items():  # finished trials were not run again
+        assert (trials / name / "metrics.jsonl").stat().st_mtime_ns == mtime
+        assert len(offline_runs(trials / name)) == 1
+    for trial in results:  # every trial logged each step once, and W&B holds them all
+        run_dir = Path(trial["run_dir"])
+        steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+        assert steps == list(range(10, 41, 10))
+        assert sorted({r["global_step"] for f in offline_runs(run_dir) for r in history(f)}) == steps
+    assert json.loads((out / "sweeps" / "slow" / "best.json").read_text())["params"]["quality"] == 0.8
+
+
+def start_node(args: list[str], log: Path, enable_cluster: str) -> subprocess.Popen:
+    """`ray start --block` in its own process group, so the test can stop exactly that node."""
+    return subprocess.Popen([str(RAY), "start", "--block", "--disable-usage-stats", *args],
+                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": enable_cluster,
+                                 "RAY_AUTH_MODE": "token"},
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent)
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    if node.poll() is None:
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait(timeout=10)
+
+
+def test_sweep_on_a_ray_start_cluster_with_a_separate_worker(tmp_path):
+    ip, port = "127.0.0.2", free_port()
+    address = f"{ip}:{port}"
+    common = [f"--node-ip-address={ip}", "--num-cpus=1"]
+    nodes = []
+    try:
+        nodes.append(start_node(["--head", f"--port={port}", "--include-dashboard=false",
+                                 f"--dashboard-agent-listen-port={free_port()}",
+                                 f"--metrics-export-port={free_port()}", *common], tmp_path / "head.log", "0"))
+        _wait_for_port(ip, port, nodes[0], tmp_path / "head.log")
+        nodes.append(start_node([f"--address={address}", f"--dashboard-agent-listen-port={free_port()}",
+                                 f"--metrics-export-port={free_port()}", *common], tmp_path / "worker.log", "1"))
+        _wait_for_nodes(address, 2, nodes[1], tmp_path / "worker.log")
+
+        path = write_sweep(tmp_path / "remote.yaml", base={**CLASSIFY, "total_steps": 20},
+                           metric="eval/accuracy", space={"lr": {"grid": [1e-3, 3e-3]}})
+        done = subprocess.run([sys.executable, "-m", "launch.cli", "sweep", str(path), "--address", address,
+                               "--out", str(tmp_path / "runs")], env=env(), cwd=tmp_path, capture_output=True,
+                              text=True, timeout=240)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert f"ray: joined {address}" in done.stdout
+        sweep_dir = tmp_path / "runs" / "sweeps" / "remote"
+        results = json.loads((sweep_dir / "results.json").read_text())["trials"]
+        assert [t["status"] for t in results] == ["done", "done"]
+        for trial in results:
+            run_dir = Path(trial["run_dir"])
+            steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+            assert sorted({r["global_step"] for f in offline_runs(run_dir) for r in history(f)}) == sorted(set(steps))
+        assert json.loads((sweep_dir / "best.json").read_text())["checkpoint"].endswith(".safetensors")
+    finally:
+        for node in reversed(nodes):
+            stop_node(node)
+
+
+def _wait_for_port(host: str, port: int, node: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert node.poll() is None, log.read_text()[-2000:]
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"Ray head did not open {host}:{port}: {log.read_text()[-2000:]}")
+
+
+def _wait_for_nodes(address: str, count: int, node: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert node.poll() is None, log.read_text()[-2000:]
+        status = subprocess.run([str(RAY), "status", f"--address={address}"], capture_output=True, text=True,
+                                env={**os.environ, "RAY_AUTH_MODE": "token"}, timeout=30)
+        active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+        if active.count("node_") >= count:
+            return
+        time.sleep(1)
+    pytest.fail(f"the worker node did not join: {log.read_text()[-2000:]}")
