@@ -78,10 +78,18 @@ def write_report(dirs: list[Path], out: Path) -> Path:
     media = copy_media(runs, out / "media")
     table = comparison(groups)
     _write_csv(table, out / "comparison.csv")
-    io.atomic_write_text(out / "report.json", json.dumps(
-        {"runs": [str(r.path) for r in runs], "curves": [str(p.relative_to(out)) for p in curves],
-         "media": {run: [str(p.relative_to(out)) for p in paths] for run, paths in media.items()},
-         "comparison": table}, indent=2))
+    io.atomic_write_text(
+        out / "report.json",
+        json.dumps(
+            {
+                "runs": [str(r.path) for r in runs],
+                "curves": [str(p.relative_to(out)) for p in curves],
+                "media": {run: [str(p.relative_to(out)) for p in paths] for run, paths in media.items()},
+                "comparison": table,
+            },
+            indent=2,
+        ),
+    )
     index = out / "index.html"
     io.atomic_write_text(index, render_html(dirs, groups, table, curves, media, out))
     return index
@@ -105,8 +113,9 @@ def find_runs(dirs: list[Path], exclude: Path | None = None) -> list[Run]:
             if _is_run(path) and resolved not in found and not (skip and skip in resolved.parents):
                 found[resolved] = read_run(path)
         if not candidates:
-            raise ConfigError("dirs", f"{folder}: holds no dlforge runs (a run folder has config.yaml and "
-                              "metrics.jsonl)")
+            raise ConfigError(
+                "dirs", f"{folder}: holds no dlforge runs (a run folder has config.yaml and metrics.jsonl)"
+            )
     return list(found.values())
 
 
@@ -134,9 +143,13 @@ def read_run(path: Path) -> Run:
     for extra in ("generated.png",):  # `dlforge generate` output
         if (path / extra).exists():
             media[Path(extra).stem] = (-1, path / extra)
-    return Run(path=path, config=config if isinstance(config, dict) else {}, metrics=read_metrics(
-        path / "metrics.jsonl"), summary={k: v for k, v in summary.items() if _is_number(v)},
-        media={k: p for k, (_, p) in sorted(media.items())})
+    return Run(
+        path=path,
+        config=config if isinstance(config, dict) else {},
+        metrics=read_metrics(path / "metrics.jsonl"),
+        summary={k: v for k, v in summary.items() if _is_number(v)},
+        media={k: p for k, (_, p) in sorted(media.items())},
+    )
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -147,8 +160,14 @@ def group_runs(runs: list[Run]) -> list[Group]:
         key = json.dumps(flats[id(run)], sort_keys=True, default=str)
         keyed.setdefault(key, Group(label="")).runs.append(run)
     groups = list(keyed.values())
-    differing = sorted({k for run in runs for k in flats[id(run)]
-                        if len({json.dumps(flats[id(r)].get(k), default=str) for r in runs}) > 1})
+    differing = sorted(
+        {
+            k
+            for run in runs
+            for k in flats[id(run)]
+            if len({json.dumps(flats[id(r)].get(k), default=str) for r in runs}) > 1
+        }
+    )
     for group in groups:
         flat = flats[id(group.runs[0])]
         parts = [f"{k}={_short(flat.get(k))}" for k in differing if k != "kind"]
@@ -194,8 +213,17 @@ def plot_curves(groups: list[Group], folder: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({k for g in groups for run in g.runs for r in run.metrics for k, v in r.items()
-                   if k != "step" and _is_number(v)}, key=_metric_order)
+    keys = sorted(
+        {
+            k
+            for g in groups
+            for run in g.runs
+            for r in run.metrics
+            for k, v in r.items()
+            if k != "step" and _is_number(v)
+        },
+        key=_metric_order,
+    )
     paths = []
     for key in keys:
         fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
@@ -248,11 +276,25 @@ def comparison(groups: list[Group]) -> list[dict]:
             last = {k: v for r in run.metrics for k, v in r.items() if k != "step" and _is_number(v)}
             for key, value in {**last, **run.summary}.items():
                 finals.setdefault(key, []).append(float(value))
-        metrics = {key: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)),
-                         "max": float(np.max(v)), "n": len(v)}
-                   for key, v in sorted(finals.items(), key=lambda kv: _metric_order(kv[0]))}
-        rows.append({"config": group.label, "kind": group.runs[0].config.get("kind"), "seeds": len(group.runs),
-                     "runs": [str(r.path) for r in group.runs], "metrics": metrics})
+        metrics = {
+            key: {
+                "mean": float(np.mean(v)),
+                "std": float(np.std(v)),
+                "min": float(np.min(v)),
+                "max": float(np.max(v)),
+                "n": len(v),
+            }
+            for key, v in sorted(finals.items(), key=lambda kv: _metric_order(kv[0]))
+        }
+        rows.append(
+            {
+                "config": group.label,
+                "kind": group.runs[0].config.get("kind"),
+                "seeds": len(group.runs),
+                "runs": [str(r.path) for r in group.runs],
+                "metrics": metrics,
+            }
+        )
     return rows
 
 
@@ -283,12 +325,16 @@ def render_html(dirs, groups, table, curves, media, out: Path) -> str:
             m = row["metrics"].get(k)
             cells.append(f"<td>{m['mean']:.4g} ± {m['std']:.2g}</td>" if m else "<td>-</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    figures = "".join(f'<figure><img src="{e(p.relative_to(out).as_posix())}" alt="{e(p.stem)}"></figure>'
-                      for p in curves)
+    figures = "".join(
+        f'<figure><img src="{e(p.relative_to(out).as_posix())}" alt="{e(p.stem)}"></figure>' for p in curves
+    )
     images = []
     for run, paths in media.items():
-        tiles = "".join(f'<figure><img src="{e(p.relative_to(out).as_posix())}" alt="{e(p.stem)}">'
-                        f"<figcaption>{e(p.stem.split('-', 2)[-1])}</figcaption></figure>" for p in paths)
+        tiles = "".join(
+            f'<figure><img src="{e(p.relative_to(out).as_posix())}" alt="{e(p.stem)}">'
+            f"<figcaption>{e(p.stem.split('-', 2)[-1])}</figcaption></figure>"
+            for p in paths
+        )
         images.append(f"<h3>{e(run)}</h3><div class=grid>{tiles}</div>")
     runs = sum(len(g.runs) for g in groups)
     sources = ", ".join(e(str(d)) for d in dirs)
@@ -303,14 +349,14 @@ th {{ background: #f3f3f3; }} td {{ text-align: right; }} td:first-child {{ text
 figure img {{ max-width: 640px; image-rendering: pixelated; }} figcaption {{ font-size: 0.8em; color: #666; }}
 </style></head><body>
 <h1>dlforge report</h1>
-<p>{runs} run{'s' * (runs != 1)} in {len(groups)} config{'s' * (len(groups) != 1)} from {sources}.
+<p>{runs} run{"s" * (runs != 1)} in {len(groups)} config{"s" * (len(groups) != 1)} from {sources}.
 Curves show the mean across seeds with a min-max band.</p>
 <h2>Comparison</h2>
 <p>Final values per config, mean ± std over seeds (all columns in <a href="comparison.csv">comparison.csv</a>).</p>
-<table><tr>{head}</tr>{''.join(body)}</table>
+<table><tr>{head}</tr>{"".join(body)}</table>
 <h2>Learning curves</h2>
 <div class=grid>{figures}</div>
-{'<h2>Samples and reconstructions</h2>' + ''.join(images) if images else ''}
+{"<h2>Samples and reconstructions</h2>" + "".join(images) if images else ""}
 </body></html>
 """
 

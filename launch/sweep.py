@@ -101,8 +101,10 @@ class SweepConfig:
         if self.search == "grid":
             sampled = [key for key, (kind, _) in dimensions.items() if kind != "grid"]
             if sampled:
-                raise ConfigError(f"space.{sampled[0]}", "search: grid needs every dimension to be a grid; "
-                                  "use search: random (or optuna) to sample")
+                raise ConfigError(
+                    f"space.{sampled[0]}",
+                    "search: grid needs every dimension to be a grid; use search: random (or optuna) to sample",
+                )
             if self.num_samples != 1:
                 raise ConfigError("num_samples", f"search: grid runs each grid point once; got {self.num_samples}")
         if self.search == "optuna":
@@ -115,20 +117,27 @@ class SweepConfig:
         if gpu > 1 and not float(gpu).is_integer():
             raise ConfigError("resources.gpu", f"must be a fraction <= 1 or a whole number, got {gpu}")
         if self.scheduler.max_t is not None and self.scheduler.grace_period > self.scheduler.max_t:
-            raise ConfigError("scheduler.grace_period", f"must be <= max_t ({self.scheduler.max_t}), "
-                              f"got {self.scheduler.grace_period}")
+            raise ConfigError(
+                "scheduler.grace_period",
+                f"must be <= max_t ({self.scheduler.max_t}), got {self.scheduler.grace_period}",
+            )
 
 
 def parse_dimension(key: str, spec: Any) -> tuple[str, list]:
     """`{loguniform: [1e-4, 1e-2]}` -> ("loguniform", [1e-4, 1e-2]), checked."""
     where = f"space.{key}"
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise ConfigError(where, f"expected one of {{{', '.join(SPACE_TYPES)}}}: <values>, e.g. "
-                          "{grid: [0.001, 0.0003]}; got " + repr(spec))
+        raise ConfigError(
+            where,
+            f"expected one of {{{', '.join(SPACE_TYPES)}}}: <values>, e.g. "
+            "{grid: [0.001, 0.0003]}; got " + repr(spec),
+        )
     ((kind, values),) = spec.items()
     if kind not in SPACE_TYPES:
-        raise ConfigError(where, f"unknown search-space type '{kind}'{_suggest(str(kind), SPACE_TYPES)}; "
-                          f"allowed: {', '.join(SPACE_TYPES)}")
+        raise ConfigError(
+            where,
+            f"unknown search-space type '{kind}'{_suggest(str(kind), SPACE_TYPES)}; allowed: {', '.join(SPACE_TYPES)}",
+        )
     where = f"{where}.{kind}"
     if kind in ("grid", "choice"):
         if not isinstance(values, list):
@@ -179,8 +188,14 @@ class SweepPlan:
         return document
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "settings": to_dict(self.settings), "base": self.base,
-                "total_steps": self.total_steps, "trainers": self.trainers}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "settings": to_dict(self.settings),
+            "base": self.base,
+            "total_steps": self.total_steps,
+            "trainers": self.trainers,
+        }
 
 
 def load_sweep(
@@ -234,10 +249,18 @@ def plan_sweep(
     if settings.scheduler.type == "asha":
         max_t = settings.scheduler.max_t or total_steps
         if settings.scheduler.grace_period > max_t:
-            raise ConfigError("scheduler.grace_period", f"must be <= max_t ({max_t} steps), "
-                              f"got {settings.scheduler.grace_period}")
-    return SweepPlan(name=name, sweep_dir=(Path(out) / "sweeps" / name).resolve(), settings=settings,
-                     kind=spec.kind, base=base, total_steps=total_steps, trainers=dict(TRAINERS))
+            raise ConfigError(
+                "scheduler.grace_period", f"must be <= max_t ({max_t} steps), got {settings.scheduler.grace_period}"
+            )
+    return SweepPlan(
+        name=name,
+        sweep_dir=(Path(out) / "sweeps" / name).resolve(),
+        settings=settings,
+        kind=spec.kind,
+        base=base,
+        total_steps=total_steps,
+        trainers=dict(TRAINERS),
+    )
 
 
 def _base_document(base: str | dict, source: Path | None) -> dict:
@@ -255,8 +278,11 @@ def _check_metric(kind: str, metric: str) -> None:
     """Trainers that declare METRICS get the metric checked now; others fail fast at their first trial."""
     known = getattr(trainer_module(kind), "METRICS", None)
     if known and metric not in known:
-        raise ConfigError("metric", f"'{metric}' is never reported by the {kind} trainer"
-                          f"{_suggest(metric, known)}; it reports: {', '.join(known)}")
+        raise ConfigError(
+            "metric",
+            f"'{metric}' is never reported by the {kind} trainer"
+            f"{_suggest(metric, known)}; it reports: {', '.join(known)}",
+        )
 
 
 # --- the search space in Tune's terms -------------------------------------------------------------
@@ -294,9 +320,12 @@ def tune_scheduler(plan: SweepPlan):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="step", grace_period=scheduler.grace_period,
-                         max_t=scheduler.max_t or max(plan.total_steps, scheduler.grace_period),
-                         reduction_factor=scheduler.reduction_factor)
+    return ASHAScheduler(
+        time_attr="step",
+        grace_period=scheduler.grace_period,
+        max_t=scheduler.max_t or max(plan.total_steps, scheduler.grace_period),
+        reduction_factor=scheduler.reduction_factor,
+    )
 
 
 # --- inside a trial -------------------------------------------------------------------------------
@@ -376,8 +405,11 @@ class TuneTracker(LocalTracker):
     def final_report(self) -> None:
         """After training: report what the last log calls and the summary added."""
         if self.metric not in self._numbers:
-            raise ConfigError("metric", f"'{self.metric}' was never reported by this trainer; it reported: "
-                              f"{', '.join(sorted(self._numbers)) or 'nothing'}")
+            raise ConfigError(
+                "metric",
+                f"'{self.metric}' was never reported by this trainer; it reported: "
+                f"{', '.join(sorted(self._numbers)) or 'nothing'}",
+            )
         if self.reported_step != self.step or self._pending_checkpoint is not None:
             self.report(final=True)
 
@@ -460,9 +492,15 @@ def _trainable(plan: SweepPlan):
 
 def main(args) -> int:
     """`dlforge sweep SWEEP.yaml [overrides] [--address] [--cpus-per-trial] ... [--resume]`."""
-    plan = load_sweep(args.sweep_config, args.overrides, out=args.out, name=args.name,
-                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                      max_concurrent=args.max_concurrent)
+    plan = load_sweep(
+        args.sweep_config,
+        args.overrides,
+        out=args.out,
+        name=args.name,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent,
+    )
     if args.resume:
         if not (plan.sweep_dir / "tune").is_dir():
             raise ConfigError("--resume", f"no sweep to continue at {plan.sweep_dir}")
@@ -470,13 +508,17 @@ def main(args) -> int:
             raise ConfigError("--resume", "continues the sweep as it was started; overrides cannot change it")
         plan = stored_plan(plan.sweep_dir)
     elif plan.sweep_dir.exists():
-        raise ConfigError("--name", f"sweep folder {plan.sweep_dir} already exists; continue it with --resume "
-                          "or pick another --name")
+        raise ConfigError(
+            "--name", f"sweep folder {plan.sweep_dir} already exists; continue it with --resume or pick another --name"
+        )
     outcome = run_sweep(plan, address=args.address, resume=args.resume)
     print_results(outcome)
     if outcome.interrupted:
-        print(f"interrupted; continue with: dlforge sweep {args.sweep_config} --resume"
-              + (f" --name {plan.name}" if args.name else "") + (f" --out {args.out}" if args.out != "runs" else ""))
+        print(
+            f"interrupted; continue with: dlforge sweep {args.sweep_config} --resume"
+            + (f" --name {plan.name}" if args.name else "")
+            + (f" --out {args.out}" if args.out != "runs" else "")
+        )
         return 130
     print(f"sweep: {plan.sweep_dir}")
     return 0 if outcome.best is not None else 1
@@ -517,27 +559,34 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None, resume: bool = Fal
 def _tuner(plan: SweepPlan, resume: bool):
     from ray import tune
 
-    trainable = tune.with_resources(_trainable(plan), {"cpu": plan.settings.resources.cpu,
-                                                       "gpu": plan.settings.resources.gpu})
+    trainable = tune.with_resources(
+        _trainable(plan), {"cpu": plan.settings.resources.cpu, "gpu": plan.settings.resources.gpu}
+    )
     if resume:
-        return tune.Tuner.restore(str(plan.sweep_dir / "tune"), trainable, resume_unfinished=True,
-                                  resume_errored=True)
+        return tune.Tuner.restore(str(plan.sweep_dir / "tune"), trainable, resume_unfinished=True, resume_errored=True)
     param_space, search_alg, num_samples = tune_search(plan)
     label = _TrialLabel(plan.name)
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=plan.settings.metric, mode=plan.settings.mode, num_samples=num_samples,
-            search_alg=search_alg, scheduler=tune_scheduler(plan),
-            max_concurrent_trials=plan.settings.max_concurrent, reuse_actors=False,
-            trial_name_creator=label, trial_dirname_creator=label,
+            metric=plan.settings.metric,
+            mode=plan.settings.mode,
+            num_samples=num_samples,
+            search_alg=search_alg,
+            scheduler=tune_scheduler(plan),
+            max_concurrent_trials=plan.settings.max_concurrent,
+            reuse_actors=False,
+            trial_name_creator=label,
+            trial_dirname_creator=label,
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(plan.sweep_dir),
+            name="tune",
+            storage_path=str(plan.sweep_dir),
             failure_config=tune.FailureConfig(max_failures=plan.settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers: tiny, and no forced snapshots
-            stop=_stop_on_config_error(), verbose=1,
+            stop=_stop_on_config_error(),
+            verbose=1,
         ),
     )
 
@@ -573,8 +622,15 @@ def _stop_on_config_error():
 def stored_plan(sweep_dir: Path) -> SweepPlan:
     data = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
     settings = from_dict(SweepConfig, data["settings"], "")
-    return SweepPlan(name=data["name"], sweep_dir=sweep_dir.resolve(), settings=settings, kind=data["kind"],
-                     base=data["base"], total_steps=int(data["total_steps"]), trainers=data["trainers"])
+    return SweepPlan(
+        name=data["name"],
+        sweep_dir=sweep_dir.resolve(),
+        settings=settings,
+        kind=data["kind"],
+        base=data["base"],
+        total_steps=int(data["total_steps"]),
+        trainers=data["trainers"],
+    )
 
 
 # --- Ray: an embedded cluster, or join one -------------------------------------------------------------
@@ -595,8 +651,11 @@ def connect(address: str | None, plan: SweepPlan) -> bool:
         if torch.cuda.device_count() == 0:
             raise ConfigError("resources.gpu", _no_gpu(plan.settings.resources.gpu))
     if address is not None and address.startswith("ray://"):
-        raise ConfigError("--address", "Ray Client (ray://) does not suit Tune; give the cluster's GCS address "
-                          "host:port, as `ray start --head` prints it")
+        raise ConfigError(
+            "--address",
+            "Ray Client (ray://) does not suit Tune; give the cluster's GCS address "
+            "host:port, as `ray start --head` prints it",
+        )
     if address not in (None, "auto"):
         _check_reachable(address)
 
@@ -606,8 +665,13 @@ def connect(address: str | None, plan: SweepPlan) -> bool:
     if address is None:
         # Loopback only (FACTS.md): otherwise the embedded cluster listens on every interface.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(address="local", num_cpus=_machine_cpus(), include_dashboard=False, logging_level=logging.ERROR,
-                 runtime_env={"env_vars": env_vars} if env_vars else None)
+        ray.init(
+            address="local",
+            num_cpus=_machine_cpus(),
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            runtime_env={"env_vars": env_vars} if env_vars else None,
+        )
         print(f"ray: embedded local cluster, {_machine_cpus()} CPUs")
         return True
     root = Path(__file__).resolve().parents[1]
@@ -634,8 +698,11 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
             pass
     except OSError as e:
         reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
-        raise ConfigError("--address", f"cannot reach a Ray cluster at {address} ({reason}); start one with "
-                          "`ray start --head`, or leave out --address for a local cluster") from None
+        raise ConfigError(
+            "--address",
+            f"cannot reach a Ray cluster at {address} ({reason}); start one with "
+            "`ray start --head`, or leave out --address for a local cluster",
+        ) from None
 
 
 def check_resources(plan: SweepPlan) -> None:
@@ -651,8 +718,11 @@ def check_resources(plan: SweepPlan) -> None:
     if want.gpu > most_gpus:
         raise ConfigError("resources.gpu", f"{want.gpu:g} GPUs per trial, but no node has more than {most_gpus:g}")
     if want.cpu > most_cpus:
-        raise ConfigError("resources.cpu", f"{want.cpu:g} CPUs per trial, but no node has more than "
-                          f"{most_cpus:g}; lower resources.cpu (or --cpus-per-trial)")
+        raise ConfigError(
+            "resources.cpu",
+            f"{want.cpu:g} CPUs per trial, but no node has more than "
+            f"{most_cpus:g}; lower resources.cpu (or --cpus-per-trial)",
+        )
 
 
 def _machine_cpus() -> int:
@@ -686,12 +756,18 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
         else:
             status = json.loads(marker.read_text()).get("status", "done") if marker.exists() else "done"
         finished += status != "unfinished"
-        rows.append({
-            "trial": label, "status": status, metric: _finite(value), "step": step,
-            "params": params, "run_dir": str(plan.trials_dir / label),
-            "error": _error_line(result.error) if result.error is not None else None,
-            "config_error": metrics.get(CONFIG_ERROR),
-        })
+        rows.append(
+            {
+                "trial": label,
+                "status": status,
+                metric: _finite(value),
+                "step": step,
+                "params": params,
+                "run_dir": str(plan.trials_dir / label),
+                "error": _error_line(result.error) if result.error is not None else None,
+                "config_error": metrics.get(CONFIG_ERROR),
+            }
+        )
     rows.sort(key=lambda r: r["trial"])
     scored = [r for r in rows if r[metric] is not None and r["status"] in ("done", "stopped")]
     best_row = (max if mode == "max" else min)(scored, key=lambda r: r[metric]) if scored else None
@@ -699,10 +775,16 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
     if best_row is not None:
         run_dir = Path(best_row["run_dir"])
         checkpoint = (checkpoint_stems(run_dir, "best") or checkpoint_stems(run_dir, "step") or [None])[0]
-        best = {"trial": best_row["trial"], "metric": metric, "mode": mode, "value": best_row[metric],
-                "params": best_row["params"], "run_dir": str(run_dir),
-                "checkpoint": str(checkpoint.with_suffix(".safetensors")) if checkpoint else None,
-                "config": str(plan.sweep_dir / "best_config.yaml")}
+        best = {
+            "trial": best_row["trial"],
+            "metric": metric,
+            "mode": mode,
+            "value": best_row[metric],
+            "params": best_row["params"],
+            "run_dir": str(run_dir),
+            "checkpoint": str(checkpoint.with_suffix(".safetensors")) if checkpoint else None,
+            "config": str(plan.sweep_dir / "best_config.yaml"),
+        }
         if (run_dir / "config.yaml").exists():
             shutil.copyfile(run_dir / "config.yaml", plan.sweep_dir / "best_config.yaml")
         io.atomic_write_text(plan.sweep_dir / "best.json", json.dumps(best, indent=2))
@@ -712,15 +794,26 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
 
 def _write_tables(plan: SweepPlan, rows: list[dict]) -> None:
     metric = plan.settings.metric
-    io.atomic_write_text(plan.sweep_dir / "results.json", json.dumps(
-        {"sweep": plan.name, "metric": metric, "mode": plan.settings.mode, "trials": rows}, indent=2))
+    io.atomic_write_text(
+        plan.sweep_dir / "results.json",
+        json.dumps({"sweep": plan.name, "metric": metric, "mode": plan.settings.mode, "trials": rows}, indent=2),
+    )
     keys = sorted({k for row in rows for k in row["params"]})
     with open(plan.sweep_dir / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", *keys, metric, "step", "status", "run_dir", "error"])
         for row in rows:
-            writer.writerow([row["trial"], *(json.dumps(row["params"].get(k)) for k in keys), row[metric],
-                             row["step"], row["status"], row["run_dir"], row["error"] or ""])
+            writer.writerow(
+                [
+                    row["trial"],
+                    *(json.dumps(row["params"].get(k)) for k in keys),
+                    row[metric],
+                    row["step"],
+                    row["status"],
+                    row["run_dir"],
+                    row["error"] or "",
+                ]
+            )
 
 
 def print_results(outcome: SweepOutcome) -> None:
@@ -738,14 +831,21 @@ def print_results(outcome: SweepOutcome) -> None:
         value = row[metric]
         shown = "-" if value is None else f"{value:.4g}"
         status = row["status"] if not row["error"] else f"error: {row['error']}"
-        table.add_row(row["trial"], *(_short(row["params"].get(k)) for k in keys), shown,
-                      str(row["step"] if row["step"] is not None else "-"), status,
-                      style="bold green" if row["trial"] == best_trial else None)
+        table.add_row(
+            row["trial"],
+            *(_short(row["params"].get(k)) for k in keys),
+            shown,
+            str(row["step"] if row["step"] is not None else "-"),
+            status,
+            style="bold green" if row["trial"] == best_trial else None,
+        )
     console = Console()
     console.print(table)
     if outcome.best:
-        console.print(f"best: {outcome.best['trial']} {metric}={outcome.best['value']:.4g}  "
-                      f"checkpoint: {outcome.best['checkpoint']}")
+        console.print(
+            f"best: {outcome.best['trial']} {metric}={outcome.best['value']:.4g}  "
+            f"checkpoint: {outcome.best['checkpoint']}"
+        )
 
 
 def _error_line(error: BaseException) -> str:
@@ -806,4 +906,3 @@ def _deep_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_deep_copy(v) for v in value]
     return value
-

@@ -24,8 +24,11 @@ from launch.tracking import LocalTracker
 def make_run(root: Path, name: str, *, lr: float, seed: int, curve_points: dict[int, float], image=None) -> Path:
     run_dir = root / name
     tracker = LocalTracker(run_dir, TrackingConfig(wandb="disabled"))
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(
-        {"kind": "vae", "tracking": {"wandb": "offline"}, "lr": lr, "seed": seed, "network": {"hidden": [8]}}))
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(
+            {"kind": "vae", "tracking": {"wandb": "offline"}, "lr": lr, "seed": seed, "network": {"hidden": [8]}}
+        )
+    )
     for step, value in curve_points.items():
         tracker.log({"eval/score": value, "losses/loss": 1 - value}, step)
     if image is not None:
@@ -111,8 +114,9 @@ def test_report_bad_input_is_one_line_and_exit_2(tmp_path):
         ([str(tmp_path / "runs"), "--out", str(not_a_report)], "is not a dlforge report"),
     ]
     for argv, message in cases:
-        done = subprocess.run([sys.executable, "-m", "launch.cli", "report", *argv], capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "launch.cli", "report", *argv], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert (not_a_report / "notes.txt").read_text() == "keep me"
@@ -141,8 +145,11 @@ def images_in_chromium(chromium: str, page: Path) -> dict:
     probe = page.with_name(f"probe-{page.name}")  # beside it, so relative links resolve the same
     probe.write_text(page.read_text().replace("</body>", IMAGE_CHECK + "</body>"))
     done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dump-dom",
-         probe.as_uri()], capture_output=True, text=True, timeout=60)
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     probe.unlink()
     found = re.search(r'<pre id="image-check">(.*?)</pre>', done.stdout)
     assert found, f"chromium gave no result: {done.stderr[-500:]}"

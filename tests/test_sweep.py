@@ -62,7 +62,11 @@ def test_embedded_sweep_of_four_classifier_trials(cluster, tmp_path):
     sweep_dir = tmp_path / "sweeps" / "s"
     assert [row["status"] for row in outcome.rows] == ["done"] * 4
     assert sorted((r["params"]["lr"], r["params"]["seed"]) for r in outcome.rows) == [
-        (1e-3, 0), (1e-3, 1), (3e-3, 0), (3e-3, 1)]
+        (1e-3, 0),
+        (1e-3, 1),
+        (3e-3, 0),
+        (3e-3, 1),
+    ]
 
     results = json.loads((sweep_dir / "results.json").read_text())
     assert len(results["trials"]) == 4 and all(0 <= t["eval/accuracy"] <= 1 for t in results["trials"])
@@ -147,8 +151,13 @@ def test_a_metric_the_trainer_never_reports_ends_the_sweep_as_bad_input(cluster,
     from launch.sweep import SweepConfig, plan_sweep, run_sweep
 
     # classify declares no METRICS, so the check happens when the first trial ends.
-    plan = plan_sweep(SweepConfig(base={"kind": "classify", "total_steps": 10, "eval_every": 10},
-                                  metric="eval/acuracy", seeds=[0, 1]), out=tmp_path, name="s")
+    plan = plan_sweep(
+        SweepConfig(
+            base={"kind": "classify", "total_steps": 10, "eval_every": 10}, metric="eval/acuracy", seeds=[0, 1]
+        ),
+        out=tmp_path,
+        name="s",
+    )
     with pytest.raises(ConfigError, match="eval/acuracy.*never reported"):
         run_sweep(plan)
     assert not (tmp_path / "sweeps" / "s").exists()

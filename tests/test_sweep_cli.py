@@ -24,15 +24,24 @@ from launch.tracking import read_metrics
 TESTS = Path(__file__).resolve().parent
 RAY = Path(sys.executable).with_name("ray")
 # `dlforge` with the sweeptest kind registered (tests/sweep_trainer.py; workers find it on PYTHONPATH).
-DLFORGE = [sys.executable, "-c", "import sys; from launch.registry import TRAINERS; "
-           "TRAINERS['sweeptest'] = 'sweep_trainer'; from launch.cli import main; sys.exit(main(sys.argv[1:]))"]
+DLFORGE = [
+    sys.executable,
+    "-c",
+    "import sys; from launch.registry import TRAINERS; "
+    "TRAINERS['sweeptest'] = 'sweep_trainer'; from launch.cli import main; sys.exit(main(sys.argv[1:]))",
+]
 
 pytestmark = pytest.mark.slow
 
 
 def env(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-            "WANDB_SILENT": "true", "WANDB_MODE": "offline", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "WANDB_SILENT": "true",
+        "WANDB_MODE": "offline",
+        **extra,
+    }
 
 
 def write_sweep(path: Path, **document) -> Path:
@@ -63,14 +72,22 @@ def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
         sweep = {**sweep, "base": {"kind": "sweeptest"}, "metric": "eval/scor", "space": {}}
         expected = "error: metric: 'eval/scor' is never reported by the sweeptest trainer (did you mean 'eval/score'?)"
     elif case == "gpu":
-        flags, expected = ["--gpus-per-trial", "0.5"], "error: resources.gpu: 0.5 GPU per trial, but the Ray " \
-                                                       "cluster has no GPU"
+        flags, expected = (
+            ["--gpus-per-trial", "0.5"],
+            "error: resources.gpu: 0.5 GPU per trial, but the Ray cluster has no GPU",
+        )
     else:
         flags, expected = ["--address", f"127.0.0.1:{free_port()}"], "error: --address: cannot reach a Ray cluster"
     path = write_sweep(tmp_path / "bad.yaml", **sweep)
     start = time.monotonic()
-    done = subprocess.run([*DLFORGE, "sweep", str(path), "--out", str(tmp_path / "runs"), *flags],
-                          capture_output=True, text=True, timeout=60, env=env(), cwd=tmp_path)
+    done = subprocess.run(
+        [*DLFORGE, "sweep", str(path), "--out", str(tmp_path / "runs"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(),
+        cwd=tmp_path,
+    )
     elapsed = time.monotonic() - start
     assert done.returncode == 2, done.stderr[-2000:]
     assert elapsed < 30
@@ -85,13 +102,16 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     path = write_sweep(
         tmp_path / "slow.yaml",
         base={"kind": "sweeptest", "total_steps": 40, "eval_every": 10, "sleep_s": 0.3},
-        metric="eval/score", space={"quality": {"grid": [0.2, 0.5, 0.8]}}, max_concurrent=1,
+        metric="eval/score",
+        space={"quality": {"grid": [0.2, 0.5, 0.8]}},
+        max_concurrent=1,
     )
     out = tmp_path / "runs"
     trials = out / "sweeps" / "slow" / "trials"
     command = [*DLFORGE, "sweep", str(path), "--out", str(out)]
-    sweep = subprocess.Popen(command, env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    sweep = subprocess.Popen(
+        command, env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(trials.glob("*/summary.json")):  # a trial finished
@@ -103,12 +123,12 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
         sweep.kill()
     assert sweep.returncode == 130, output[-3000:]
     assert "--resume" in output
-    finished = {p.parent.name: (p.parent / "metrics.jsonl").stat().st_mtime_ns
-                for p in trials.glob("*/summary.json")}
+    finished = {p.parent.name: (p.parent / "metrics.jsonl").stat().st_mtime_ns for p in trials.glob("*/summary.json")}
     assert 1 <= len(finished) < 3
 
-    resumed = subprocess.run([*command, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True,
-                             timeout=180)
+    resumed = subprocess.run(
+        [*command, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     results = json.loads((out / "sweeps" / "slow" / "results.json").read_text())["trials"]
     assert sorted(t["status"] for t in results) == ["done"] * 3
@@ -125,10 +145,14 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
 
 def start_node(args: list[str], log: Path, enable_cluster: str) -> subprocess.Popen:
     """`ray start --block` in its own process group, so the test can stop exactly that node."""
-    return subprocess.Popen([str(RAY), "start", "--block", "--disable-usage-stats", *args],
-                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": enable_cluster,
-                                 "RAY_AUTH_MODE": "token"},
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent)
+    return subprocess.Popen(
+        [str(RAY), "start", "--block", "--disable-usage-stats", *args],
+        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": enable_cluster, "RAY_AUTH_MODE": "token"},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=log.parent,
+    )
 
 
 def stop_node(node: subprocess.Popen) -> None:
@@ -147,19 +171,59 @@ def test_sweep_on_a_ray_start_cluster_with_a_separate_worker(tmp_path):
     common = [f"--node-ip-address={ip}", "--num-cpus=1"]
     nodes = []
     try:
-        nodes.append(start_node(["--head", f"--port={port}", "--include-dashboard=false",
-                                 f"--dashboard-agent-listen-port={free_port()}",
-                                 f"--metrics-export-port={free_port()}", *common], tmp_path / "head.log", "0"))
+        nodes.append(
+            start_node(
+                [
+                    "--head",
+                    f"--port={port}",
+                    "--include-dashboard=false",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--metrics-export-port={free_port()}",
+                    *common,
+                ],
+                tmp_path / "head.log",
+                "0",
+            )
+        )
         _wait_for_port(ip, port, nodes[0], tmp_path / "head.log")
-        nodes.append(start_node([f"--address={address}", f"--dashboard-agent-listen-port={free_port()}",
-                                 f"--metrics-export-port={free_port()}", *common], tmp_path / "worker.log", "1"))
+        nodes.append(
+            start_node(
+                [
+                    f"--address={address}",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--metrics-export-port={free_port()}",
+                    *common,
+                ],
+                tmp_path / "worker.log",
+                "1",
+            )
+        )
         _wait_for_nodes(address, 2, nodes[1], tmp_path / "worker.log")
 
-        path = write_sweep(tmp_path / "remote.yaml", base={**CLASSIFY, "total_steps": 20},
-                           metric="eval/accuracy", space={"lr": {"grid": [1e-3, 3e-3]}})
-        done = subprocess.run([sys.executable, "-m", "launch.cli", "sweep", str(path), "--address", address,
-                               "--out", str(tmp_path / "runs")], env=env(), cwd=tmp_path, capture_output=True,
-                              text=True, timeout=240)
+        path = write_sweep(
+            tmp_path / "remote.yaml",
+            base={**CLASSIFY, "total_steps": 20},
+            metric="eval/accuracy",
+            space={"lr": {"grid": [1e-3, 3e-3]}},
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "launch.cli",
+                "sweep",
+                str(path),
+                "--address",
+                address,
+                "--out",
+                str(tmp_path / "runs"),
+            ],
+            env=env(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert f"ray: joined {address}" in done.stdout
         sweep_dir = tmp_path / "runs" / "sweeps" / "remote"
@@ -191,8 +255,13 @@ def _wait_for_nodes(address: str, count: int, node: subprocess.Popen, log: Path,
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert node.poll() is None, log.read_text()[-2000:]
-        status = subprocess.run([str(RAY), "status", f"--address={address}"], capture_output=True, text=True,
-                                env={**os.environ, "RAY_AUTH_MODE": "token"}, timeout=30)
+        status = subprocess.run(
+            [str(RAY), "status", f"--address={address}"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "RAY_AUTH_MODE": "token"},
+            timeout=30,
+        )
         active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
         if active.count("node_") >= count:
             return

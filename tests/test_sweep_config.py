@@ -83,22 +83,27 @@ def test_sweep_level_errors(tmp_path):
     assert error(tmp_path, seeds=[1, 1]).startswith("seeds: repeats a seed")
     assert error(tmp_path, space={"seed": {"grid": [1, 2]}}).startswith("space.seed: seeds are swept with")
     assert error(tmp_path, search="grid", space={"quality": {"uniform": [0, 1]}}).startswith(
-        "space.quality: search: grid needs every dimension to be a grid")
+        "space.quality: search: grid needs every dimension to be a grid"
+    )
     assert error(tmp_path, search="optuna", space={"quality": {"grid": [0, 1]}}).startswith(
-        "space.quality: search: optuna cannot take a grid")
+        "space.quality: search: optuna cannot take a grid"
+    )
     assert error(tmp_path, search="bayes").startswith("search: got 'bayes'")
     assert error(tmp_path, resources={"gpu": 1.5}).startswith("resources.gpu: must be a fraction <= 1")
     assert error(tmp_path, resources={"cpu": 0}).startswith("resources.cpu: must be > 0")
     assert error(tmp_path, scheduler={"type": "asha", "grace_period": 200, "max_t": 100}).startswith(
-        "scheduler.grace_period: must be <= max_t (100)")
+        "scheduler.grace_period: must be <= max_t (100)"
+    )
     assert error(tmp_path, scheduler={"type": "asha", "grace_period": 500}).startswith(
-        "scheduler.grace_period: must be <= max_t (100 steps)")  # max_t defaults to total_steps
+        "scheduler.grace_period: must be <= max_t (100 steps)"
+    )  # max_t defaults to total_steps
     assert error(tmp_path, num_sample=3).startswith("num_sample: unknown key (did you mean 'num_samples'?)")
 
 
 def test_base_config_and_every_swept_value_are_validated(tmp_path):
     assert error(tmp_path, space={"qualty": {"grid": [1.0]}}).startswith(
-        "qualty: unknown key (did you mean 'quality'?)")
+        "qualty: unknown key (did you mean 'quality'?)"
+    )
     assert error(tmp_path, space={"eval_every": {"grid": [10, 0]}}).startswith("eval_every: must be > 0, got 0")
     assert error(tmp_path, space={"total_steps": {"randint": [-5, 10]}}).startswith("total_steps: must be > 0")
     assert error(tmp_path, base={"kind": "sweeptest", "sleep_s": -1}).startswith("sleep_s: must be >= 0")
@@ -110,15 +115,25 @@ def test_base_config_and_every_swept_value_are_validated(tmp_path):
 def test_a_metric_the_trainer_does_not_declare_is_refused_at_once(tmp_path):
     assert error(tmp_path, metric="eval/scor") == (
         "metric: 'eval/scor' is never reported by the sweeptest trainer (did you mean 'eval/score'?); "
-        "it reports: eval/score, losses/loss")
+        "it reports: eval/score, losses/loss"
+    )
 
 
 def test_base_path_is_relative_to_the_sweep_file_and_overrides_apply_to_it(tmp_path):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "base.yaml").write_text("kind: sweeptest\ntotal_steps: 50\n")
     sweep = tmp_path / "configs" / "my-sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"base": "base.yaml", "metric": "eval/score", "overrides": {"eval_every": 5},
-                                     "space": {"quality": {"choice": [0.5, 1.0]}}, "seeds": [3, 4]}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "base": "base.yaml",
+                "metric": "eval/score",
+                "overrides": {"eval_every": 5},
+                "space": {"quality": {"choice": [0.5, 1.0]}},
+                "seeds": [3, 4],
+            }
+        )
+    )
     swept = load_sweep(sweep, ["total_steps=20"], out=tmp_path / "runs", cpus_per_trial=0.5, max_concurrent=2)
     assert swept.base == {"kind": "sweeptest", "total_steps": 20, "eval_every": 5}
     assert swept.settings.resources.cpu == 0.5 and swept.settings.max_concurrent == 2
@@ -130,15 +145,18 @@ def test_base_path_is_relative_to_the_sweep_file_and_overrides_apply_to_it(tmp_p
 def test_search_space_in_tune_terms(tmp_path):
     from ray import tune
 
-    swept = plan(tmp_path, space={"quality": {"grid": [0.1, 0.2]}, "eval_every": {"randint": [5, 10]}},
-                 seeds=[0, 1, 2], num_samples=2)
+    swept = plan(
+        tmp_path,
+        space={"quality": {"grid": [0.1, 0.2]}, "eval_every": {"randint": [5, 10]}},
+        seeds=[0, 1, 2],
+        num_samples=2,
+    )
     space, searcher, num_samples = tune_search(swept)
     assert space["quality"] == tune.grid_search([0.1, 0.2])
     assert space["seed"] == tune.grid_search([0, 1, 2])
     assert isinstance(space["eval_every"], tune.search.sample.Integer) and searcher is None and num_samples == 2
 
-    optuna = plan(tmp_path, space={"quality": {"loguniform": [0.01, 1]}}, seeds=[0, 1], num_samples=3,
-                  search="optuna")
+    optuna = plan(tmp_path, space={"quality": {"loguniform": [0.01, 1]}}, seeds=[0, 1], num_samples=3, search="optuna")
     space, searcher, num_samples = tune_search(optuna)
     assert "seed" not in space and num_samples == 6  # each Optuna point runs once per seed
     assert type(searcher).__name__ == "Repeater"
