@@ -68,7 +68,7 @@ def _train(config: Config, tracker, resume: dict | None) -> dict[str, float]:
         schedule.last_epoch = step
 
     x_train, y_train, x_test, y_test = _prepared(judge, data, device)
-    best = -1.0
+    best = -1.0 if resume is None else float(resume.get("best_accuracy", -1.0))
     metrics: dict[str, float] = {}
     while step < config.total_steps:
         loss = train_step(judge, optimizer, x_train, y_train, config.batch_size, shift=config.shift)
@@ -79,9 +79,13 @@ def _train(config: Config, tracker, resume: dict | None) -> dict[str, float]:
         if step % config.eval_every == 0 or step == config.total_steps:
             metrics = evaluate_accuracy(judge, x_test, y_test)
             tracker.log(metrics, step)
-            tree = make_tree({"judge": judge}, {"judge": optimizer}, step, specs={"judge": judge.describe()})
-            tracker.checkpoint(tree, step, best=metrics["eval/accuracy"] > best, metric=metrics["eval/accuracy"])
-            best = max(best, metrics["eval/accuracy"])
+            accuracy = metrics["eval/accuracy"]
+            tree = make_tree({"judge": judge}, {"judge": optimizer}, step, specs={"judge": judge.describe()},
+                             best_accuracy=max(best, accuracy))  # fmt: skip
+            tracker.checkpoint(tree, step)
+            if accuracy > best:
+                best = accuracy
+                tracker.checkpoint(tree, step, best=True, metric=accuracy)
             if tracker.should_stop():
                 break
     summary = {**metrics, "eval/best_accuracy": best}

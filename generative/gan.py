@@ -183,7 +183,8 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
         specs = {"generator": {"latent_dim": config.latent_dim, "image_shape": list(data.shape)}}
 
         metrics: dict[str, float] = {}
-        train_time, alarms_fired, best_fld = 0.0, 0, float("inf")
+        train_time, alarms_fired = 0.0, 0
+        best_fld = float("inf") if resume is None else float(resume.get("best_fld", float("inf")))
         while step < config.total_steps:
             started = time.perf_counter()
             real = sample(real_images, config.batch_size)
@@ -221,10 +222,14 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
                 )
             if is_eval_step(step, config.eval_every, config.total_steps):
                 metrics = scorer.evaluate(generator, fixed_noise, step)
-                best = metrics.get("eval/fld", 0.0) < best_fld
-                best_fld = min(best_fld, metrics.get("eval/fld", best_fld))
-                tree = make_tree(models, optimizers, step, specs=specs)
-                tracker.checkpoint(tree, step, best=best and "eval/fld" in metrics, metric=metrics.get("eval/fld"))
+                fld = metrics.get("eval/fld")
+                tree = make_tree(
+                    models, optimizers, step, specs=specs, best_fld=best_fld if fld is None else min(best_fld, fld)
+                )
+                tracker.checkpoint(tree, step)
+                if fld is not None and fld < best_fld:  # the sampler with the lowest FLD so far
+                    best_fld = fld
+                    tracker.checkpoint(tree, step, best=True, metric=fld)
                 if tracker.should_stop():
                     break
         tracker.image("eval/interpolation", interpolation_strip(generator, fixed_noise), step)

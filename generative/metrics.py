@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
 
 import networks
 from generative.data import fit_images
@@ -68,6 +67,8 @@ class FrechetLeNetDistance:
     """FID with the judge as feature network; the real statistics are computed once, from the test split."""
 
     def __init__(self, judge: Judge, real: torch.Tensor, batch_size: int = 500):
+        from torchmetrics.image.fid import FrechetInceptionDistance  # 4 s to import: only when needed
+
         judge.eval()
         self.batch_size = batch_size
         self.fid = FrechetInceptionDistance(feature=JudgeFeatures(judge), reset_real_features=False)

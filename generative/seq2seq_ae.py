@@ -1,8 +1,8 @@
 """Kind `seq2seq_ae`: an LSTM encoder-decoder autoencoder for sequences (Srivastava et al. 2015, unconditioned).
 
 encoder LSTM reads x (B, T, F); its last output is the code (B, D). The decoder LSTM reads the code at every step
-(Keras' RepeatVector design) and writes x_hat (B, T, F). Both are networks.build recurrent encoders, so the
-encoder is the same kind of module a recurrent agent uses. Loss: MSE per element on standardised features.
+(Keras' RepeatVector design) with a clock t/T beside it and writes x_hat (B, T, F). Both are networks.build
+recurrent encoders, the same modules a recurrent agent uses. Loss: MSE per element on standardised features.
 
 Data: `sines` (generated: random amplitude, frequency, phase) or `npz:<path>`, either `sequences` (N, T, F) or a
 trajectory saved by a DQN run, `obs` (N, F) + `dones` (N,), cut into `seq_len` windows inside episodes.
@@ -53,14 +53,16 @@ class SequenceAutoencoder(nn.Module):
     def __init__(self, config: Config, features: int):
         super().__init__()
         self.encoder = networks.build(config.encoder, (features,), output_dim=config.code_dim, field="encoder")
-        self.decoder = networks.build(config.decoder, (config.code_dim,), output_dim=features, field="decoder")
+        # the decoder reads [code, t / T] at every step: the clock spares it counting steps itself
+        self.decoder = networks.build(config.decoder, (config.code_dim + 1,), output_dim=features, field="decoder")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, D)
         outputs, _ = self.encoder(x)
         return outputs[:, -1]
 
     def decode(self, code: torch.Tensor, steps: int) -> torch.Tensor:  # (B, D) -> (B, T, F)
-        outputs, _ = self.decoder(code[:, None].expand(-1, steps, -1))
+        clock = torch.linspace(0, 1, steps, device=code.device)[None, :, None].expand(len(code), -1, -1)
+        outputs, _ = self.decoder(torch.cat([code[:, None].expand(-1, steps, -1), clock], dim=2))  # (B, T, D+1)
         return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,250 @@
+"""generative/: pure maths worked out by hand, data sources, shapes, ranges and round trips (fast, no training)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from generative import ae, data, dcgan, images, metrics
+from generative.common import make_tree, restore_tree
+from generative.gan import discriminator_loss, generator_loss
+from generative.vae import negative_elbo
+from networks import io
+from networks.errors import CheckpointError, ConfigError
+
+LN2 = math.log(2)
+
+
+# --- losses, by hand --------------------------------------------------------------------------
+
+
+def test_discriminator_loss_by_hand():
+    real, fake = torch.tensor([math.log(3.0)]), torch.tensor([math.log(3.0)])  # D = sigmoid(ln 3) = 0.75 on both
+    # real target 1: -ln 0.75; fake target 0: -ln 0.25
+    assert discriminator_loss(real, fake).item() == pytest.approx(-math.log(0.75) - math.log(0.25), abs=1e-6)
+    # one-sided smoothing 0.1: real target 0.9 -> -(0.9 ln 0.75 + 0.1 ln 0.25); fakes keep target 0
+    smoothed = -(0.9 * math.log(0.75) + 0.1 * math.log(0.25)) - math.log(0.25)
+    assert discriminator_loss(real, fake, smoothing=0.1).item() == pytest.approx(smoothed, abs=1e-6)
+    assert discriminator_loss(torch.zeros(4), torch.zeros(4)).item() == pytest.approx(2 * LN2, abs=1e-6)
+
+
+def test_generator_losses_by_hand():
+    fake = torch.tensor([math.log(3.0)])  # D(G(z)) = 0.75
+    assert generator_loss(fake, non_saturating=True).item() == pytest.approx(-math.log(0.75), abs=1e-6)
+    assert generator_loss(fake, non_saturating=False).item() == pytest.approx(math.log(0.25), abs=1e-6)
+    # where D is sure the sample is fake, the minimax loss is flat and the non-saturating one is not
+    sure = torch.tensor([-8.0], requires_grad=True)
+    generator_loss(sure, non_saturating=False).backward()
+    flat = sure.grad.abs().item()
+    sure.grad = None
+    generator_loss(sure, non_saturating=True).backward()
+    assert flat < 1e-3 < sure.grad.abs().item()
+
+
+def test_negative_elbo_by_hand():
+    logits = torch.zeros(1, 1, 2, 2)  # Bernoulli(0.5) per pixel: ln 2 nats each, whatever the pixel
+    x = torch.tensor([[[[0.0, 1.0], [0.5, 1.0]]]])
+    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2)  # KL = 1/2 * mu^2 = 0.5
+    loss, reconstruction, kl = negative_elbo(logits, x, mu, logvar)
+    assert reconstruction.item() == pytest.approx(4 * LN2, abs=1e-6)
+    assert kl.item() == pytest.approx(0.5, abs=1e-6)
+    assert loss.item() == pytest.approx(4 * LN2 + 0.5, abs=1e-6)
+
+
+def test_reconstruction_errors_by_hand():
+    x = torch.tensor([0.0, 1.0])
+    x_hat = torch.tensor([0.5, 0.5])
+    errors = metrics.reconstruction_errors(x, x_hat)
+    assert errors["bce_per_pixel"] == pytest.approx(LN2, abs=1e-6)
+    assert errors["mse_per_pixel"] == pytest.approx(0.25, abs=1e-6)
+
+
+# --- alarms and coverage ------------------------------------------------------------------------
+
+
+def test_mode_collapse_alarm_thresholds():
+    assert not metrics.mode_collapse(np.full(10, 0.1))
+    assert metrics.mode_collapse(np.array([0.41] + [0.59 / 9] * 9))  # one class above 40%
+    assert metrics.mode_collapse(np.array([0.019] + [0.981 / 9] * 9))  # one class under 2%
+    histogram = metrics.class_histogram(torch.tensor([0, 0, 1, 3]), 4)
+    np.testing.assert_allclose(histogram, [0.5, 0.25, 0.0, 0.25])
+    coverage = metrics.coverage_metrics(histogram)
+    assert coverage["eval/classes_present"] == 3 and coverage["eval/class_max"] == 0.5
+
+
+def test_discriminator_watch_needs_consecutive_steps():
+    watch = metrics.DiscriminatorWatch(threshold=0.05, patience=3)
+    assert [watch.update(v) for v in (0.01, 0.01, 0.5, 0.01, 0.01, 0.01)] == [False] * 5 + [True]
+
+
+def test_frechet_lenet_distance_is_zero_on_identical_sets_and_grows_with_a_shift():
+    torch.manual_seed(0)
+    judge = metrics.Judge({"type": "lenet5"}, (1, 32, 32), 10, margin=2)  # untrained features still separate
+    real = torch.rand(200, 1, 28, 28)
+    fld = metrics.FrechetLeNetDistance(judge, real)
+    same, shifted = fld(real), fld((real * 0.3).clamp(0, 1))
+    assert abs(same) < 1e-3 < shifted
+
+
+def test_lenet_judge_has_the_published_parameter_count():
+    judge = metrics.Judge({"type": "lenet5"}, (1, 32, 32), 10, margin=4)
+    assert sum(p.numel() for p in judge.parameters()) == 61_706
+    assert judge.features.output_dim == 84
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def test_digits_split_is_fixed_by_the_seed_and_stratified():
+    a, b, c = (data.load_images("digits", seed=s) for s in (0, 0, 1))
+    assert a.shape == (1, 8, 8) and a.x_train.dtype == np.float32
+    assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    assert not np.array_equal(a.x_test, c.x_test)
+    assert len(a.x_train) + len(a.x_test) == 1797
+    shares = np.bincount(a.y_test, minlength=10) / len(a.y_test)
+    assert shares.min() > 0.08 and shares.max() < 0.12  # each class keeps ~10% in the test split
+
+
+def test_mnist5k_and_resizing():
+    mnist = data.load_images("mnist5k", seed=0, image_size=32)
+    assert mnist.shape == (1, 32, 32) and len(mnist.x_train) == 4000 and len(mnist.x_test) == 1000
+    assert mnist.num_classes == 10
+    framed = data.fit_images(torch.ones(2, 1, 8, 8), 32, margin=4)
+    assert framed.shape == (2, 1, 32, 32)
+    assert framed[..., :4, :].abs().sum() == 0 and framed[..., 4:28, 4:28].min() > 0.99
+
+
+def test_npz_source(tmp_path):
+    path = tmp_path / "arrays.npz"
+    np.savez(path, samples=np.random.default_rng(0).random((20, 1, 6, 6)).astype(np.float32))
+    loaded = data.load_images(f"npz:{path}", seed=0)
+    assert loaded.shape == (1, 6, 6) and loaded.y_train is None and len(loaded.x_train) == 16
+    hwc = tmp_path / "hwc.npz"
+    np.savez(hwc, x=np.zeros((10, 5, 5, 3), np.uint8), y=np.arange(10) % 2)
+    assert data.load_images(f"npz:{hwc}", seed=0).shape == (3, 5, 5)
+
+
+def test_folder_source_reads_labels_from_subfolders(tmp_path):
+    from PIL import Image
+
+    for label in ("cats", "dogs"):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((6, 6), 40 * i, np.uint8)).save(tmp_path / label / f"{i}.png")
+    loaded = data.load_images(f"folder:{tmp_path}", seed=0, image_size=8)
+    assert loaded.shape == (1, 8, 8) and loaded.num_classes == 2
+
+
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("mnist60k", "unknown data set 'mnist60k'"),
+        ("npz:/nonexistent.npz", "does not exist"),
+        ("folder:/nonexistent", "does not exist"),
+        ("env:CartPole-v1", "env factory"),  # no launch/ here to hand envs.make in
+    ],
+)
+def test_bad_image_sources_are_config_errors(source, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        data.load_images(source, seed=0)
+    assert info.value.field == "data"
+
+
+def test_npz_without_the_expected_array_names_what_it_holds(tmp_path):
+    path = tmp_path / "wrong.npz"
+    np.savez(path, pictures=np.zeros((4, 8, 8)))
+    with pytest.raises(ConfigError, match=r"\['pictures'\] but none named x / images / samples"):
+        data.load_images(f"npz:{path}", seed=0)
+
+
+def test_check_shape_names_both_shapes():
+    with pytest.raises(ConfigError, match=r"takes \(1, 32, 32\) but the data are \(3, 64, 64\)"):
+        data.check_shape("judge", (1, 32, 32), (3, 64, 64), "the judge")
+
+
+def test_trajectory_windows_stay_inside_episodes():
+    obs = np.arange(12, dtype=np.float32)[:, None]  # steps 0..11; episodes end at steps 4 and 11
+    dones = np.zeros(12, bool)
+    dones[[4, 11]] = True
+    windows = data.trajectory_windows(obs, dones, seq_len=3)
+    np.testing.assert_array_equal(windows[..., 0], [[0, 1, 2], [5, 6, 7], [8, 9, 10]])
+    with pytest.raises(ConfigError, match="seq_len"):
+        data.trajectory_windows(obs, dones, seq_len=8)
+
+
+def test_sine_sequences():
+    seqs = data.load_sequences("sines", seed=0, seq_len=30, n=100)
+    assert seqs.x_train.shape[1:] == (30, 1) and len(seqs.x_train) + len(seqs.x_test) == 100
+    assert 15 <= len(seqs.x_test) <= 25  # 20%, rounded within each frequency bin
+    assert np.abs(seqs.x_train).max() < 1.2
+
+
+# --- networks -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, plan", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)), (14, (7, 1))])
+def test_dcgan_sizes(size, plan):
+    assert dcgan.plan(size) == plan
+    g = dcgan.Generator(16, (1, size, size), ngf=8)
+    d = dcgan.Discriminator((1, size, size), ndf=8)
+    out = g(torch.randn(3, 16))
+    assert out.shape == (3, 1, size, size) and out.min() >= -1 and out.max() <= 1
+    assert d(out).shape == (3, 1)
+
+
+def test_dcgan_follows_the_recipe():
+    g = dcgan.Generator(100, (3, 64, 64), ngf=64)  # pytorch/examples' 64x64 generator
+    assert [m.out_channels for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)] == [512, 256, 128, 64, 3]
+    d = dcgan.Discriminator((3, 64, 64), ndf=64)
+    assert [m.negative_slope for m in d.modules() if isinstance(m, torch.nn.LeakyReLU)] == [0.2] * 4
+    weights = torch.cat([m.weight.flatten() for m in d.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert weights.mean().abs() < 1e-3 and weights.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+@pytest.mark.parametrize("size", [30, 48, 100])
+def test_dcgan_refuses_sizes_it_cannot_make(size):
+    with pytest.raises(ConfigError, match="4\\*2\\^k or 7\\*2\\^k") as info:
+        dcgan.Config(image_size=size).validate()
+    assert info.value.field == "image_size"
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 7, 7), (4, 84, 84), (1, 8, 8)])
+def test_autoencoder_reconstructs_any_shape(shape):
+    for arch in ("conv", "dense"):
+        config = ae.Config(arch=arch, code_dim=5, decoder_channels=[8, 4], decoder_hidden=[16])
+        model = ae.Autoencoder(config, shape)
+        assert model(torch.rand(2, *shape)).shape == (2, *shape)
+
+
+def test_checkpoint_round_trip_gives_the_same_network(tmp_path):
+    g = dcgan.Generator(8, (1, 28, 28), ngf=4)
+    opt = torch.optim.Adam(g.parameters())
+    g(torch.randn(2, 8)).mean().backward()
+    opt.step()
+    io.save(tmp_path / "ckpt", make_tree({"generator": g}, {"generator": opt}, 7, specs={"generator": {}}))
+    tree, _ = io.load(tmp_path / "ckpt")
+    twin = dcgan.Generator(8, (1, 28, 28), ngf=4)
+    twin_opt = torch.optim.Adam(twin.parameters())
+    assert restore_tree(tree, {"generator": twin}, {"generator": twin_opt}) == 7
+    z = torch.randn(4, 8)
+    g.eval(), twin.eval()
+    torch.testing.assert_close(g(z), twin(z))
+    with pytest.raises(CheckpointError, match="no 'encoder'"):
+        restore_tree(tree, {"encoder": twin})
+
+
+# --- pictures -------------------------------------------------------------------------------------
+
+
+def test_pictures_are_uint8_rgb():
+    grid = images.grid(np.random.default_rng(0).random((10, 1, 8, 8)), nrow=5)
+    assert grid.dtype == np.uint8 and grid.shape == (2 * 25 + 1, 5 * 25 + 1, 3)  # 8x8 zoomed 3x, 1 px gaps
+    assert images.pairs(np.zeros((16, 1, 28, 28)), np.ones((16, 1, 28, 28))).shape[2] == 3
+    scatter = images.scatter(np.random.default_rng(0).normal(size=(50, 16)), np.arange(50) % 10, "codes")
+    assert scatter.dtype == np.uint8 and scatter.ndim == 3
+    codes = np.random.default_rng(1).normal(size=(20, 2))
+    np.testing.assert_allclose(images.pca_2d(codes), codes)
