@@ -101,7 +101,7 @@ def test_lenet_judge_has_the_published_parameter_count():
 def test_digits_split_is_fixed_by_the_seed_and_stratified():
     a, b, c = (data.load_images("digits", seed=s) for s in (0, 0, 1))
     assert a.shape == (1, 8, 8) and a.x_train.dtype == np.float32
-    assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+    assert a.x_train.min() >= 0.0 and a.x_train.max() <= 1.0
     np.testing.assert_array_equal(a.x_test, b.x_test)
     assert not np.array_equal(a.x_test, c.x_test)
     assert len(a.x_train) + len(a.x_test) == 1797
