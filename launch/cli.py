@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr, no traceback, no run fol
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a path the user named that cannot be read or written: one line, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        failed = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO)  # the machine's fault, not the input's
+        print(f"{'failed' if failed else 'error'}: {where}{e.strerror or e}", file=sys.stderr)
+        return 1 if failed else 2
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -107,8 +113,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     except Exception as e:  # a failure while running: keep the folder (resumable), say where
         import traceback
 
-        (run_dir / "error.log").write_text(traceback.format_exc()) if run_dir.exists() else None
-        print(f"failed: {type(e).__name__}: {e} (traceback in {run_dir / 'error.log'})", file=sys.stderr)
+        try:  # the disk may be full or read-only: then the traceback stays unwritten
+            (run_dir / "error.log").write_text(traceback.format_exc())
+            where = f" (traceback in {run_dir / 'error.log'})"
+        except OSError:
+            where = ""
+        print(f"failed: {type(e).__name__}: {e}{where}", file=sys.stderr)
         print(f"run: {run_dir}")
         return 1
     shown = {k: v for k, v in result.summary.items() if isinstance(v, int | float)}

@@ -5,6 +5,7 @@ The CLI and the sweep trials call the same `train_run`, so a trial is exactly a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -61,18 +62,29 @@ def train_run(
     progress: bool = False,
     tracker_factory=LocalTracker,
 ) -> RunResult:
-    """Train `spec` into `run_dir`. Bad input removes a folder this call created, then re-raises."""
+    """Train `spec` into `run_dir`. Bad input removes a folder this call created (or, when resuming, puts
+    back the config.yaml and metrics.jsonl it found), then re-raises."""
     created = not run_dir.exists()
     tree, step = None, None
+    kept: dict[str, bytes] = {}
     if resume:
-        latest = load_latest(run_dir)
+        latest = load_latest(run_dir, prefix="any")
         if latest is not None:
             tree, meta = latest
-            step = int(meta.get("step", 0))
+            step = meta.get("step", 0)
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise CheckpointError(f"{run_dir}/checkpoints: sidecar 'meta.step' must be a whole number >= 0, "
+                                      f"got {step!r}")
+        kept = {name: (run_dir / name).read_bytes() for name in (CONFIG_FILE, "metrics.jsonl")
+                if (run_dir / name).is_file()}
     tracker = None
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        io.atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(spec.resolved, sort_keys=False))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            io.atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(spec.resolved, sort_keys=False))
+        except OSError as e:
+            raise ConfigError("--resume" if resume else "--out",
+                              f"cannot write the run folder {run_dir} ({e.strerror})") from None
         tracker = tracker_factory(run_dir, spec.tracking, config=spec.resolved,
                                   total_steps=getattr(spec.config, "total_steps", None),
                                   progress=progress, resume_step=step)
@@ -85,6 +97,9 @@ def train_run(
             tracker.close(failed=True)
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
+        for name, data in kept.items():  # a refused resume leaves the run as it was
+            with contextlib.suppress(OSError):
+                io.atomic_write_bytes(run_dir / name, data)
         raise
     except BaseException:
         if tracker is not None:
@@ -100,7 +115,7 @@ def load_checkpoint(run_dir: Path, which: str = "best") -> tuple[dict, dict, str
         found = load_latest(run_dir, prefix="best")
         if found is not None:
             return (*found, "best")
-    found = load_latest(run_dir, prefix="step")
+    found = load_latest(run_dir, prefix="any")  # the newest save, best or not
     if found is None:
         raise ConfigError("run", f"{run_dir} holds no checkpoint yet")
     return (*found, "last")
@@ -137,9 +152,14 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
         raise ConfigError("run", f"{run_dir} is a '{spec.kind}' run, which holds no generator; generate works "
                           "on gan, dcgan, vae and autoencoder runs")
     tree, _, _ = load_checkpoint(run_dir, "last")
-    samples = np.asarray(module.generate(spec.config, tree, n=n, seed=seed), dtype=np.float32)
     path = Path(out) if out else run_dir / "generated.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix not in (".png", ".npz"):
+        raise ConfigError("--out", f"expected a .png (grid) or .npz (samples) path, got '{path}'")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("--out", f"cannot create the folder for {path} ({e.strerror})") from None
+    samples = np.asarray(module.generate(spec.config, tree, n=n, seed=seed), dtype=np.float32)
     if path.suffix == ".npz":
         np.savez_compressed(path, samples=samples)
     else:
