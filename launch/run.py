@@ -6,6 +6,7 @@ The CLI and the sweep trials call the same `train_run`, so a trial is exactly a 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import shutil
 import time
@@ -17,7 +18,7 @@ import yaml
 
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
 from launch.registry import trainer_module
-from launch.tracking import LocalTracker, load_latest
+from launch.tracking import LocalTracker, checkpoint_stems, load_latest
 from networks import io
 from networks.errors import CheckpointError, ConfigError
 
@@ -64,6 +65,7 @@ def train_run(
 ) -> RunResult:
     """Train `spec` into `run_dir`. Bad input removes a folder this call created (or, when resuming, puts
     back the config.yaml and metrics.jsonl it found), then re-raises."""
+    resolve_pretrained(spec)
     created = not run_dir.exists()
     tree, step = None, None
     kept: dict[str, bytes] = {}
@@ -107,6 +109,22 @@ def train_run(
         raise
 
 
+def resolve_pretrained(spec: RunSpec) -> None:
+    """`network.init_from: RUN_DIR` -> that run's newest checkpoint, recorded as such in config.yaml."""
+    network = getattr(spec.config, "network", None)
+    if not isinstance(network, dict) or not isinstance(network.get("init_from"), str):
+        return
+    source = Path(network["init_from"]).expanduser()
+    if source.is_dir():
+        stems = checkpoint_stems(source)
+        if not stems:
+            raise ConfigError("network.init_from", f"{source} holds no checkpoint to take the network from")
+        network["init_from"] = str(stems[0].resolve())
+    elif not source.with_suffix(".json").is_file():
+        raise ConfigError("network.init_from", f"{source} is neither a run folder nor a checkpoint")
+    spec.resolved["network"] = dict(network)
+
+
 def load_checkpoint(run_dir: Path, which: str = "best") -> tuple[dict, dict, str]:
     """(tree, meta, which) for `best` (falling back to the last when no best exists) or `last`."""
     if which not in ("best", "last"):
@@ -124,7 +142,8 @@ def load_checkpoint(run_dir: Path, which: str = "best") -> tuple[dict, dict, str
 def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: bool) -> dict:
     spec = load_run_spec(run_dir)
     module = trainer_module(spec.kind)
-    if not hasattr(module, "evaluate"):
+    # Agents' evaluate(config, tree, *, episodes, ...); generative modules may have an unrelated `evaluate` helper.
+    if "episodes" not in inspect.signature(getattr(module, "evaluate", lambda: None)).parameters:
         raise ConfigError("run", f"{run_dir} is a '{spec.kind}' run, which has no evaluation; "
                           "eval works on agent runs (dqn, drqn, qlearning)")
     tree, meta, which = load_checkpoint(run_dir, which)

@@ -46,6 +46,14 @@ def build(
     size. `field` is the config path used in error messages. Bad specs raise ConfigError.
     """
     shape = _input_shape(input_shape, field)
+    if isinstance(spec, Mapping) and "init_from" in spec:  # a part of a trained model, e.g. an AE's encoder
+        from networks.pretrained import build_pretrained
+
+        encoder = build_pretrained(spec, shape, field=field)
+        if output_dim is not None:
+            encoder = nn.Sequential(encoder, nn.Linear(encoder.output_dim, output_dim))
+            encoder.output_dim = output_dim
+        return encoder
     resolved = resolve(spec, field)
     if output_dim is not None:
         output_dim = positive_int("output_dim", output_dim)
@@ -65,6 +73,8 @@ def resolve(spec: str | Mapping[str, Any], field: str = "network") -> dict[str, 
     """The full spec dict: a preset name or {type: <preset>, ...} becomes the preset with overrides."""
     if isinstance(spec, str):
         spec = {"type": spec}
+    if isinstance(spec, Mapping) and "init_from" in spec:
+        return {**spec, "type": "pretrained"}
     if not isinstance(spec, Mapping):
         raise ConfigError(field, f"must be a preset name or a mapping with a 'type', got {spec!r}")
     if "type" not in spec:

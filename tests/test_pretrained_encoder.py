@@ -1,0 +1,54 @@
+"""An encoder trained by a convolutional autoencoder on env frames, reused by DQN (frozen and fine-tuned)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from launch.cli import main
+from launch.tracking import load_latest
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = "MiniGrid-DoorKey-5x5-v0"
+AE = [
+    "data=env:" + ENV, "arch=conv", "encoder={type: cnn, conv: [[8, 3, 1, same]], activation: relu}",
+    "decoder_channels=[8]", "code_dim=16", "env_frames=200", "total_steps=10", "eval_every=10",
+    "batch_size=32", "tracking.wandb=disabled",
+]
+DQN = [
+    f"env_id={ENV}", "total_steps=200", "learning_starts=50", "train_freq=4", "gradient_steps=1",
+    "eval_every=0", "eval_episodes=1", "learning_rate=1e-2", "tracking.wandb=disabled",
+]
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", str(REPO / "configs/ae/mnist5k-conv.yaml"), *AE, "--out", str(out), "--name", "ae"]) == 0
+    tree, _ = load_latest(out / "ae")
+    return out / "ae", tree["model"]["encoder"]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_dqn_trains_on_the_autoencoders_encoder(autoencoder, freeze, tmp_path):
+    ae_dir, ae_encoder = autoencoder
+    network = f"network={{init_from: {ae_dir}, part: encoder, freeze: {str(freeze).lower()}}}"
+    argv = ["train", str(REPO / "configs/dqn/cartpole-zoo.yaml"), *DQN, network, "--out", str(tmp_path)]
+    assert main([*argv, "--name", "dqn"]) == 0
+    tree, _ = load_latest(tmp_path / "dqn")
+    encoder = {k.removeprefix("encoder."): v for k, v in tree["q_net"].items() if k.startswith("encoder.")}
+    assert encoder.keys() == ae_encoder.keys()
+    same = all(torch.equal(encoder[k], ae_encoder[k]) for k in encoder)
+    assert same is freeze  # frozen: the autoencoder's weights exactly; unfrozen: fine-tuned
+    assert "checkpoints/step-" in (tmp_path / "dqn" / "config.yaml").read_text()  # the exact checkpoint used
+
+
+def test_an_encoder_for_other_observations_is_a_one_line_error(autoencoder, tmp_path, capsys):
+    ae_dir, _ = autoencoder
+    argv = ["train", str(REPO / "configs/dqn/cartpole-zoo.yaml"), "total_steps=100", "tracking.wandb=disabled",
+            f"network={{init_from: {ae_dir}}}", "--out", str(tmp_path), "--name", "bad"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: network.init_from: the encoder was trained on inputs of shape (3, 7, 7), "
+                   "but this observation has shape (4,)")
+    assert not (tmp_path / "bad").exists()
