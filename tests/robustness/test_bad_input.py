@@ -233,6 +233,23 @@ def test_eval_and_generate_refuse_bad_arguments(tmp_path, capsys):
         expect_refused(argv, capsys, expected)
 
 
+@pytest.mark.parametrize("kind", kind_params())
+def test_eval_and_generate_refuse_runs_of_the_wrong_kind(kind, finished_runs, capsys):
+    """eval is for agents (evaluate(config, tree, episodes=...)), generate for generators; a run of another kind
+    is refused in one line, even when its module has a helper of the same name with another signature."""
+    import inspect
+
+    module = trainer_module(kind)
+    run_dir = finished_runs(kind)
+    before = snapshot_files(run_dir)
+    agent = "episodes" in inspect.signature(getattr(module, "evaluate", lambda: None)).parameters
+    if not agent:
+        expect_refused(["eval", run_dir, "--episodes", "1"], capsys, "has no evaluation")
+    if not hasattr(module, "generate"):
+        expect_refused(["generate", run_dir, "--n", "2"], capsys, "holds no generator")
+    assert snapshot_files(run_dir) == before
+
+
 @pytest.mark.parametrize("kind", kind_params(needs="generate"))
 def test_generate_refuses_an_unusable_out_path(kind, run_copy, tmp_path, capsys):
     run_dir = run_copy(kind)
