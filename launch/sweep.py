@@ -35,10 +35,6 @@ from typing import Any, Literal
 
 import yaml
 
-# Ray 2.60 reads this when it is imported: `ray start --head` clusters (and embedded ones) use token auth.
-# Ray itself is imported where it is used, so bad input is reported before Ray's import cost.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-
 from launch.config import TrackingConfig, apply_overrides, from_dict, parse_config, read_yaml, to_dict
 from launch.registry import TRAINERS, trainer_module
 from launch.tracking import LocalTracker, checkpoint_stems
@@ -492,6 +488,9 @@ def _trainable(plan: SweepPlan):
 
 def main(args) -> int:
     """`dlforge sweep SWEEP.yaml [overrides] [--address] [--cpus-per-trial] ... [--resume]`."""
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        # `ray start --head` turns on token auth in Ray 2.60, and Ray reads this when it is imported.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     plan = load_sweep(
         args.sweep_config,
         args.overrides,
@@ -679,8 +678,11 @@ def connect(address: str | None, plan: SweepPlan) -> bool:
     runtime_env = {"py_modules": packages, "excludes": ["__pycache__", "*.pyc"], "env_vars": env_vars}
     try:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.ERROR)
-    except (ConnectionError, TimeoutError) as e:
-        raise ConfigError("--address", f"cannot join a Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    except (ConnectionError, TimeoutError, RuntimeError) as e:
+        hint = "" if os.environ.get("RAY_AUTH_MODE") == "token" else " (a token-auth cluster needs RAY_AUTH_MODE=token)"
+        raise ConfigError(
+            "--address", f"cannot join a Ray cluster at {address}: {str(e).splitlines()[0]}{hint}"
+        ) from None
     print(f"ray: joined {address}")
     return True
 
