@@ -59,9 +59,16 @@ def collect(vec_env, replay: FrameReplay, steps: int, seed: int = 0):
                 replay.pos[env] - (1 if terminated[env] else 2)
             ) % replay.slots  # next frame is not stored on termination
             history[env].append(
-                (slot, obs[env].copy(), int(actions[env]), float(rewards[env]), next_obs[env].copy(),
-                 bool(terminated[env]), bool(truncated[env]))
-            )  # fmt: skip
+                (
+                    slot,
+                    obs[env].copy(),
+                    int(actions[env]),
+                    float(rewards[env]),
+                    next_obs[env].copy(),
+                    bool(terminated[env]),
+                    bool(truncated[env]),
+                )
+            )
         after_end = terminated | truncated
         obs = next_obs
     return history
