@@ -18,7 +18,7 @@ import yaml
 
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
 from launch.registry import trainer_module
-from launch.tracking import LocalTracker, checkpoint_stems, load_latest
+from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
 from networks import io
 from networks.errors import CheckpointError, ConfigError
 
@@ -79,6 +79,7 @@ def train_run(
                                       f"got {step!r}")
         kept = {name: (run_dir / name).read_bytes() for name in (CONFIG_FILE, "metrics.jsonl")
                 if (run_dir / name).is_file()}
+        clear_interrupted_writes(run_dir)
     tracker = None
     try:
         try:

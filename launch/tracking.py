@@ -201,6 +201,20 @@ def load_latest(run_dir: Path, prefix: str = "step") -> tuple[dict, dict] | None
     return None
 
 
+def clear_interrupted_writes(run_dir: Path) -> int:
+    """Remove what a killed writer left in a run folder: temporary files of atomic writes, and tensor files
+    whose JSON sidecar never arrived. Only for the one process that owns the run (a resume). Returns the count."""
+    run_dir = Path(run_dir)
+    folder = run_dir / CHECKPOINTS
+    stale = [*run_dir.glob(".*.tmp"), *folder.glob(".*.tmp")]
+    for tensors in folder.glob("*.safetensors"):
+        if not tensors.with_name(tensors.name[: -len(".safetensors")] + ".json").exists():
+            stale.append(tensors)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _prune(folder: Path, prefix: str, keep: int) -> None:
     for stem in sorted((p.with_suffix("") for p in folder.glob(f"{prefix}-*.json")), reverse=True)[keep:]:
         for suffix in (".json", ".safetensors"):
@@ -219,7 +233,9 @@ def truncate_metrics(path: Path, last_step: int) -> None:
             continue
         if isinstance(record, dict) and record.get("step", math.inf) <= last_step:
             kept.append(line)
-    io.atomic_write_text(path, "".join(line + "\n" for line in kept))
+    text = "".join(line + "\n" for line in kept)
+    if text != path.read_text():  # unchanged: leave the file (and a writer that has it open) alone
+        io.atomic_write_text(path, text)
 
 
 def read_metrics(path: Path) -> list[dict]:
