@@ -1,0 +1,368 @@
+"""Chaos: SIGKILL `dlforge train` at random moments, resume each time, and check that nothing is lost beyond the
+last checkpoint.
+
+    python benchmarks/chaos.py                       # 20 kills across dqn, drqn and gan (a few minutes)
+    python benchmarks/chaos.py --kills 6 --kinds dqn --seed 3
+
+Each kind gets one run folder. A run is started with `dlforge train`, killed with SIGKILL, continued with
+`dlforge train --resume RUN_DIR`, killed again, and so on; after its share of kills it runs to the end. Kill
+moments are random: two in three wait until metrics.jsonl reaches a random step (mid-training, often while a
+checkpoint is being written), one in three waits a random wall time from the start of the process (startup,
+config and metrics rewrite, the resume itself). After every kill:
+
+- every checkpoint in checkpoints/ loads (a half-written one would fail its checksum or its parse),
+- the newest checkpoint loads and never goes back in steps,
+- `steps lost` = the newest step in metrics.jsonl minus the step of the checkpoint the resume continues from.
+
+At the end metrics.jsonl must hold each (step, metric) once, in step order, with every periodic point present
+(no duplicated and no missing steps after any resume point), and the last checkpoint must be at total_steps.
+The CI test (tests/robustness/test_crash_resume.py) runs the same `chaos_run` with a few kills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DLFORGE = str(Path(sys.executable).parent / "dlforge")
+
+# Per kind: a config that runs for several seconds with frequent checkpoints, and one metric logged at every
+# multiple of a fixed interval (the grid that must be complete after all the resumes).
+PLANS: dict[str, dict] = {
+    "dqn": {
+        "config": {
+            "env_id": "CartPole-v1",
+            "total_steps": 8000,
+            "learning_starts": 200,
+            "buffer_size": 5000,
+            "batch_size": 32,
+            "train_freq": 4,
+            "target_update_interval": 200,
+            "network": {"type": "mlp", "hidden": [32]},
+            "eval_every": 4000,
+            "eval_episodes": 2,
+            "checkpoint_every": 250,
+            "log_every": 50,
+            "torch_threads": 1,
+        },
+        "periodic": ("charts/epsilon", 50),
+    },
+    "drqn": {
+        "config": {
+            "env_id": "dlforge/CartPoleNoVel-v1",
+            "total_steps": 3000,
+            "learning_starts": 200,
+            "buffer_size": 3000,
+            "batch_size": 8,
+            "seq_len": 8,
+            "burn_in": 2,
+            "train_freq": 4,
+            "target_update_interval": 200,
+            "network": {"type": "lstm", "hidden_size": 16},
+            "eval_every": 1500,
+            "eval_episodes": 2,
+            "checkpoint_every": 100,
+            "log_every": 50,
+            "torch_threads": 1,
+        },
+        "periodic": ("charts/epsilon", 50),
+    },
+    "gan": {
+        "config": {
+            "data": "digits",
+            "total_steps": 1500,
+            "batch_size": 32,
+            "eval_every": 50,
+            "eval_samples": 32,
+            "judge_steps": 0,
+            "generator": {"type": "mlp", "hidden": [64]},
+            "discriminator": {"type": "mlp", "hidden": [64]},
+            "torch_threads": 1,
+        },
+        "periodic": ("losses/discriminator", 50),
+    },
+    "classify": {
+        "config": {"total_steps": 400, "eval_every": 20, "batch_size": 32, "network": {"type": "mlp", "hidden": [32]}},
+        "periodic": ("eval/accuracy", 20),
+    },
+}
+
+
+@dataclass
+class Kill:
+    kind: str
+    attempt: int
+    mode: str  # "step": at a random logged step; "time": at a random wall time after the process started
+    after_s: float  # seconds from process start to the kill
+    logged_step: int | None  # newest step in metrics.jsonl at the kill
+    resume_step: int | None  # step of the newest checkpoint that loads (None: no checkpoint yet)
+    checkpoints: int  # checkpoint files (json sidecars) present
+    loaded: int  # of those, how many load
+    lost: int  # logged_step - resume_step
+    leftovers: int  # temporary files an interrupted atomic write left behind
+    damaged: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    kind: str
+    kills: list[Kill]
+    restarts: int = 0  # kills before the run folder held a config: started again from scratch
+    resumes: int = 0
+    finished: bool = False
+    final_step: int | None = None
+    duplicates: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+    out_of_order: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.finished
+            and not self.duplicates
+            and not self.missing
+            and not self.out_of_order
+            and not self.errors
+            and all(k.loaded == k.checkpoints for k in self.kills)
+        )
+
+
+def env() -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    base.update({"WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"})
+    return base
+
+
+def newest_logged_step(run_dir: Path) -> int | None:
+    path = run_dir / "metrics.jsonl"
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line
+    return None
+
+
+def inspect_checkpoints(run_dir: Path) -> tuple[int, int, list[str], int | None]:
+    """(sidecars, how many load, errors, step of the newest that loads)."""
+    from launch.tracking import checkpoint_stems
+    from networks import io
+    from networks.errors import CheckpointError
+
+    stems = checkpoint_stems(run_dir, "any")
+    loaded, errors, newest = 0, [], None
+    for stem in stems:
+        try:
+            _, meta = io.load(stem)
+        except CheckpointError as e:
+            errors.append(str(e))
+            continue
+        loaded += 1
+        newest = max(newest or 0, int(meta["step"]))
+    return len(stems), loaded, errors, newest
+
+
+def chaos_run(
+    kind: str,
+    config: dict,
+    periodic: tuple[str, int],
+    root: Path,
+    *,
+    kills: int,
+    rng: np.random.Generator,
+    timeout_s: float = 300,
+    log=print,
+) -> Report:
+    """Kill a `kind` run `kills` times at random moments, resume it after each, then let it finish."""
+    root.mkdir(parents=True, exist_ok=True)
+    document = {"kind": kind, "tracking": {"wandb": "disabled"}, "device": "cpu", "seed": 0, **config}
+    config_path = root / f"{kind}.yaml"
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False))
+    run_dir = root / "runs" / kind
+    total = int(config["total_steps"])
+    report = Report(kind=kind, kills=[])
+    resume_step = 0
+    for attempt in range(kills + 1):
+        fresh = not (run_dir / "config.yaml").exists()
+        if fresh and run_dir.exists():  # killed before the run wrote its config: nothing to resume
+            import shutil
+
+            shutil.rmtree(run_dir)
+        argv = (
+            ["train", config_path, "--out", run_dir.parent, "--name", kind] if fresh else ["train", "--resume", run_dir]
+        )
+        report.resumes += not fresh
+        last = attempt == kills
+        mode = "none" if last else ("time" if attempt % 3 == 2 else "step")
+        target = resume_step + int(rng.uniform(0.3, 1.7) * total / (kills + 2))
+        delay = float(rng.uniform(0.2, 4.0))
+        with open(root / f"{kind}-attempt{attempt:02d}.log", "w") as output:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                [DLFORGE, *map(str, argv)], stdout=output, stderr=subprocess.STDOUT, env=env(), cwd=REPO
+            )
+            killed = False
+            while process.poll() is None:
+                elapsed = time.perf_counter() - started
+                if elapsed > timeout_s:
+                    process.kill()
+                    report.errors.append(f"attempt {attempt}: no end after {timeout_s:.0f} s")
+                    break
+                if (
+                    mode == "step"
+                    and (newest_logged_step(run_dir) or 0) >= target
+                    or (mode == "time" and elapsed >= delay)
+                ):
+                    process.send_signal(signal.SIGKILL)
+                    killed = True
+                    break
+                time.sleep(0.01)
+            code = process.wait()
+            after = time.perf_counter() - started
+        if not killed:
+            if code != 0:
+                report.errors.append(f"attempt {attempt}: exit {code} (see {kind}-attempt{attempt:02d}.log)")
+                return report
+            if not last:
+                log(f"  {kind}: attempt {attempt} finished before its kill; {kills - attempt} kills left unused")
+            report.finished = True
+            break
+        if not (run_dir / "config.yaml").exists():
+            report.restarts += 1
+        logged = newest_logged_step(run_dir)
+        count, loaded, damaged, newest = inspect_checkpoints(run_dir)
+        if newest is not None and newest < resume_step:
+            report.errors.append(f"kill {attempt}: newest checkpoint went back from {resume_step} to {newest}")
+        resume_step = newest if newest is not None else resume_step
+        leftovers = len([p for p in run_dir.rglob("*.tmp")]) if run_dir.exists() else 0
+        kill = Kill(
+            kind=kind,
+            attempt=attempt,
+            mode=mode,
+            after_s=round(after, 2),
+            logged_step=logged,
+            resume_step=newest,
+            checkpoints=count,
+            loaded=loaded,
+            lost=max(0, (logged or 0) - (newest or 0)),
+            leftovers=leftovers,
+            damaged=damaged,
+        )
+        report.kills.append(kill)
+        log(
+            f"  {kind} kill {attempt + 1}/{kills} ({mode}, {after:.1f} s): logged step {logged}, newest "
+            f"checkpoint {newest}, {loaded}/{count} checkpoints load, {kill.lost} steps lost"
+        )
+    check_metrics(report, run_dir, periodic, total)
+    return report
+
+
+def check_metrics(report: Report, run_dir: Path, periodic: tuple[str, int], total: int) -> None:
+    """After the last resume: each (step, metric) once, steps in order, the periodic grid complete."""
+    from launch.tracking import load_latest
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records]
+    report.out_of_order = sum(b < a for a, b in zip(steps, steps[1:]))
+    seen: set = set()
+    for record in records:
+        for key in record:
+            if key != "step" and (record["step"], key) in seen:
+                report.duplicates.append((record["step"], key))
+            seen.add((record["step"], key))
+    key, every = periodic
+    logged = {r["step"] for r in records if key in r}
+    report.missing = sorted(set(range(every, total + 1, every)) - logged)
+    leftovers = [p.name for p in run_dir.rglob("*.tmp")]
+    if leftovers:
+        report.errors.append(f"temporary files left after the last resume: {leftovers[:3]}")
+    latest = load_latest(run_dir, prefix="any")
+    report.final_step = int(latest[1]["step"]) if latest else None
+    if report.final_step != total:
+        report.errors.append(f"last checkpoint at step {report.final_step}, expected {total}")
+
+
+def summarize(reports: list[Report]) -> dict:
+    kills = [k for r in reports for k in r.kills]
+    with_checkpoint = [k for k in kills if k.checkpoints]
+    lost = [k.lost for k in kills]
+    return {
+        "kills": len(kills),
+        "resumes": sum(r.resumes for r in reports),
+        "restarts_from_scratch": sum(r.restarts for r in reports),
+        "kills_with_a_checkpoint": len(with_checkpoint),
+        "newest_checkpoint_loaded": sum(k.resume_step is not None for k in with_checkpoint),
+        "checkpoint_files_checked": sum(k.checkpoints for k in kills),
+        "checkpoint_files_loaded": sum(k.loaded for k in kills),
+        "steps_lost_total": int(sum(lost)),
+        "steps_lost_max": int(max(lost, default=0)),
+        "steps_lost_mean": round(float(np.mean(lost)), 1) if lost else 0.0,
+        "leftover_tmp_files": sum(k.leftovers for k in kills),
+        "duplicated_steps": sum(len(r.duplicates) for r in reports),
+        "missing_steps": sum(len(r.missing) for r in reports),
+        "runs_finished_at_total_steps": sum(r.finished and not r.errors for r in reports),
+        "runs": len(reports),
+        "ok": all(r.ok for r in reports),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=20, help="kills in all, shared across the kinds")
+    parser.add_argument("--kinds", default="dqn,drqn,gan")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="/tmp/dlforge-chaos", help="scratch folder (replaced)")
+    args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    from launch.registry import TRAINERS
+
+    unknown = [k for k in kinds if k not in PLANS or k not in TRAINERS]
+    if unknown:
+        print(f"error: --kinds: no chaos plan or trainer for {unknown}; planned: {', '.join(PLANS)}", file=sys.stderr)
+        return 2
+    import shutil
+
+    root = Path(args.out)
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(args.seed)
+    shares = [args.kills // len(kinds) + (i < args.kills % len(kinds)) for i in range(len(kinds))]
+    started = time.perf_counter()
+    reports = []
+    for kind, share in zip(kinds, shares):
+        plan = PLANS[kind]
+        print(f"{kind}: {share} kills, total_steps {plan['config']['total_steps']}")
+        reports.append(chaos_run(kind, plan["config"], plan["periodic"], root, kills=share, rng=rng))
+    summary = summarize(reports)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(summary, indent=2))
+    (root / "chaos.json").write_text(
+        json.dumps({"summary": summary, "reports": [asdict(r) for r in reports]}, indent=2, default=str)
+    )
+    for report in reports:
+        for problem in (
+            report.errors
+            + [f"duplicated {d}" for d in report.duplicates[:5]]
+            + ([f"missing steps {report.missing[:10]}"] if report.missing else [])
+        ):
+            print(f"{report.kind}: {problem}", file=sys.stderr)
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
