@@ -14,6 +14,8 @@ from types import ModuleType
 TRAINERS: dict[str, str] = {
     "classify": "generative.classifier",
     "dqn": "agents.dqn",
+    "drqn": "agents.drqn",
+    "qlearning": "agents.qlearning",
     "gan": "generative.gan",
     "dcgan": "generative.dcgan",
     "ae": "generative.ae",
