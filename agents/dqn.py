@@ -1,18 +1,16 @@
 """Deep Q-learning (kind `dqn`), with the Rainbow-era extensions as switches of one agent.
 
-Double DQN (van Hasselt et al. 2016), Dueling heads (Wang et al. 2016), n-step returns and prioritized
-replay (Schaul et al. 2016) are config options; the maths is in agents/losses.py, the replay in
-agents/replay.py. Config names follow stable-baselines3, so rl-zoo3 settings carry over unchanged, and so
-do its counting rules: `train_freq` and `target_update_interval` count vector-env steps, `total_steps`,
-`learning_starts` and the ε schedule count transitions (the autoreset step after an episode ends is no
-transition: it is neither stored nor counted).
+Double DQN (van Hasselt et al. 2016), Dueling heads (Wang et al. 2016), n-step returns and prioritized replay
+(Schaul et al. 2016) are options; the maths is in agents/losses.py, the replay in agents/replay.py. Names
+follow stable-baselines3 so rl-zoo3 settings carry over unchanged, and so do its counting rules: `train_freq`
+and `target_update_interval` count vector-env steps; `total_steps`, `learning_starts` and the ε schedule count
+transitions (the autoreset step after an episode ends is no transition: neither stored nor counted).
 
-One loop: act ε-greedily on all envs in one forward pass -> step -> store -> every `train_freq` steps run
+The loop: act ε-greedily on all envs in one forward pass -> step -> store -> every `train_freq` steps run
 `gradient_steps` updates -> sync the target net every `target_update_interval` steps -> log, evaluate,
-checkpoint. The target net only changes between training phases, so a phase samples all its batches at
-once and values all their next states with the target net in one large forward pass; each update is
-then one small forward/backward with a fused optimizer step and no host sync (losses accumulate on the
-device and are read when logged).
+checkpoint. The target net only changes between training phases, so a phase draws all its batches at once
+and values all their next states in one large forward pass; each update is then one small forward/backward
+and a fused optimizer step, with no host sync (losses accumulate on the device and are read when logged).
 """
 
 from __future__ import annotations
@@ -31,8 +29,9 @@ from torch import nn
 import envs
 import networks
 from agents import TrainingDiverged, losses
-from agents.replay import ReplayBuffer
+from agents.replay import Batch, ReplayBuffer
 from agents.schedules import crossed, linear_schedule
+from envs.evaluation import record_episode, run_episodes
 from networks import io
 from networks.errors import CheckpointError, ConfigError
 from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
@@ -46,8 +45,8 @@ class Prioritized:
     """Prioritized experience replay, proportional variant (Schaul et al. 2016)."""
 
     enabled: bool = False
-    alpha: float = field(default=0.6, metadata={"ge": 0})  # priority exponent; paper's 0.6
-    beta0: float = field(default=0.4, metadata={"ge": 0, "le": 1})  # importance-weight exponent at start; 0.4
+    alpha: float = field(default=0.6, metadata={"ge": 0})  # priority exponent (paper: 0.6)
+    beta0: float = field(default=0.4, metadata={"ge": 0, "le": 1})  # importance-weight exponent at start (0.4)
     anneal_beta: bool = True  # β -> 1 linearly over the run, as in the paper
     eps: float = field(default=1e-6, metadata={"gt": 0})  # added to |δ| so no transition has priority 0
 
@@ -57,40 +56,41 @@ class Config:
     """DQN. Defaults are stable-baselines3's DQN defaults unless a comment says otherwise."""
 
     env_id: str = "CartPole-v1"  # any id envs.make accepts, with Box observations and Discrete actions
-    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env, e.g. {max_episode_steps: 200}
-    num_envs: int = field(default=1, metadata={"ge": 1})  # vector envs acting in one forward pass
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # to the env, e.g. {max_episode_steps: 200}
+    num_envs: int = field(default=1, metadata={"ge": 1})  # vector envs, acting in one forward pass
     total_steps: int = field(default=100_000, metadata={"ge": 1})  # env transitions
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
-    network: dict[str, Any] = field(default_factory=lambda: {"type": "mlp", "hidden": [64, 64]})  # SB3 net_arch
+    network: dict[str, Any] = field(default_factory=lambda: {"type": "mlp", "hidden": [64, 64]})  # net_arch
     dueling: bool = False  # V + A - mean(A) head (Wang et al. 2016)
     dueling_hidden: int | None = field(default=None, metadata={"ge": 1})  # a hidden layer per dueling stream
-    double_q: bool = False  # online net picks a', target net values it (van Hasselt et al. 2016)
+    double_q: bool = False  # the online net picks a', the target net values it (van Hasselt et al. 2016)
     n_step: int = field(default=1, metadata={"ge": 1})  # rewards summed before bootstrapping
     learning_rate: float = field(default=1e-4, metadata={"gt": 0})
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     loss: Literal["huber", "mse"] = "huber"  # huber = smooth L1, SB3's and the Nature paper's
     buffer_size: int = field(default=1_000_000, metadata={"ge": 1})
-    learning_starts: int = field(default=100, metadata={"ge": 0})  # random actions and no updates until then
+    compact_replay: bool = False  # stacked uint8 frames: store each frame once (agents/frame_replay.py)
+    learning_starts: int = field(default=100, metadata={"ge": 0})  # random actions, no updates until then
     batch_size: int = field(default=32, metadata={"ge": 1})
     gamma: float = field(default=0.99, metadata={"ge": 0, "le": 1})
     tau: float = field(default=1.0, metadata={"gt": 0, "le": 1})  # target update: 1 = copy, < 1 = Polyak
     target_update_interval: int = field(default=10_000, metadata={"ge": 1})  # vector-env steps
     train_freq: int = field(default=4, metadata={"ge": 1})  # vector-env steps between training phases
-    gradient_steps: int = field(default=1, metadata={"ge": -1})  # per phase; -1 = transitions since last
-    exploration_fraction: float = field(default=0.1, metadata={"ge": 0, "le": 1})  # share of run ε decays over
+    gradient_steps: int = field(default=1, metadata={"ge": -1})  # per phase; -1 = transitions since the last
+    exploration_fraction: float = field(default=0.1, metadata={"ge": 0, "le": 1})  # of the run, ε decays
     exploration_initial_eps: float = field(default=1.0, metadata={"ge": 0, "le": 1})
     exploration_final_eps: float = field(default=0.05, metadata={"ge": 0, "le": 1})
     max_grad_norm: float = field(default=10.0, metadata={"gt": 0})
     prioritized: Prioritized = field(default_factory=Prioritized)
     eval_every: int = field(default=10_000, metadata={"ge": 0})  # env steps between greedy evals; 0 = at end
     eval_episodes: int = field(default=10, metadata={"ge": 1})
-    stop_at_return: float | None = None  # stop once an evaluation's mean return reaches this (dlforge)
+    stop_at_return: float | None = None  # dlforge: stop once an evaluation's mean return reaches this
     checkpoint_every: int = field(default=50_000, metadata={"ge": 1})  # env steps between checkpoints
-    save_replay: bool = False  # put the replay buffer in checkpoints, so a resume continues exactly
+    save_replay: bool = False  # put the replay in checkpoints, so a resume continues with it
     log_every: int = field(default=1_000, metadata={"ge": 1})  # env steps between chart points
-    nan_policy: Literal["stop", "skip"] = "stop"  # non-finite loss/Q: stop the run, or skip that update
+    nan_policy: Literal["stop", "skip"] = "stop"  # a non-finite loss or Q: stop the run, or skip that update
 
     def validate(self) -> None:
         if self.buffer_size < self.batch_size:
@@ -98,13 +98,15 @@ class Config:
         if self.n_step < 1:
             raise ConfigError("n_step", f"must be >= 1 (1 = one-step DQN), got {self.n_step}")
         if self.gradient_steps == 0:
-            raise ConfigError("gradient_steps", "must be >= 1, or -1 for as many as env steps since the last update")
+            raise ConfigError("gradient_steps", "must be >= 1, or -1 for as many as env steps since the last")
         if self.exploration_final_eps > self.exploration_initial_eps:
             raise ConfigError(
                 "exploration_final_eps",
                 f"must be <= exploration_initial_eps "
                 f"({self.exploration_initial_eps}), got {self.exploration_final_eps}",
             )
+        if self.compact_replay and self.prioritized.enabled:
+            raise ConfigError("compact_replay", "samples uniformly; set prioritized.enabled: false to use it")
 
 
 @dataclass
@@ -119,7 +121,7 @@ class Counters:
 
 
 class QNetwork(nn.Module):
-    """obs (B, *obs_shape) -> Q (B, n_actions): a `networks.build` encoder and a Q or dueling head.
+    """obs (B, *obs_shape) -> Q (B, n_actions): a `networks.build` encoder, then a Q or dueling head.
     uint8 observations (pixels) are scaled to [0, 1] here, so replay keeps them one byte each."""
 
     def __init__(self, encoder: nn.Module, head: nn.Module, pixels: bool):
@@ -127,8 +129,7 @@ class QNetwork(nn.Module):
         self.encoder, self.head, self.pixels = encoder, head, pixels
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / 255.0 if self.pixels else obs
-        return self.head(self.encoder(x))
+        return self.head(self.encoder(obs.float() / 255.0 if self.pixels else obs))
 
 
 def make_env(config: Config, num_envs: int, seed: int, **kwargs) -> gym.vector.VectorEnv:
@@ -147,76 +148,95 @@ def build_q_network(config: Config, env: gym.vector.VectorEnv) -> QNetwork:
             "(kind qlearning handles Discrete ones)",
         )
     if networks.resolve(config.network)["type"] in ("lstm", "gru"):
-        raise ConfigError(
-            "network.type",
-            "dqn takes feed-forward networks (mlp, cnn, presets); recurrent ones (lstm, gru) need kind drqn",
-        )
+        raise ConfigError("network.type", "dqn takes feed-forward networks; lstm and gru need kind drqn")
     encoder = networks.build(config.network, obs_space.shape)
-    n_actions = int(action_space.n)
-    head = (
-        networks.DuelingHead(encoder.output_dim, n_actions, hidden=config.dueling_hidden)
-        if config.dueling
-        else networks.QHead(encoder.output_dim, n_actions)
+    n = int(action_space.n)
+    head = networks.DuelingHead(encoder.output_dim, n, config.dueling_hidden) if config.dueling else None
+    return QNetwork(encoder, head or networks.QHead(encoder.output_dim, n), pixels=obs_space.dtype == np.uint8)
+
+
+def make_replay(config: Config, env: gym.vector.VectorEnv, device: torch.device):
+    space = env.single_observation_space
+    if config.compact_replay:
+        if space.dtype != np.uint8 or len(space.shape) != 3:
+            raise ConfigError(
+                "compact_replay", f"needs stacked uint8 frames (stack, H, W); {config.env_id} gives {space}"
+            )
+        from agents.frame_replay import FrameReplay
+
+        return FrameReplay(
+            capacity=config.buffer_size,
+            num_envs=config.num_envs,
+            frame_shape=space.shape[1:],
+            stack=space.shape[0],
+            n_actions=int(env.single_action_space.n),
+            n_step=config.n_step,
+            gamma=config.gamma,
+            device=device,
+            seed=config.seed,
+        )
+    per = config.prioritized
+    return ReplayBuffer(
+        config.buffer_size,
+        space.shape,
+        space.dtype,
+        config.num_envs,
+        gamma=config.gamma,
+        n_step=config.n_step,
+        prioritized=per.enabled,
+        alpha=per.alpha,
+        priority_eps=per.eps,
+        device=device,
     )
-    return QNetwork(encoder, head, pixels=obs_space.dtype == np.uint8)
 
 
 class Learner:
-    """The online and target Q-networks, the optimizer, and the update (the learning half of DQN)."""
+    """The online and target Q-networks, the optimizer, and the update: the learning half of DQN."""
 
     def __init__(self, config: Config, q_net: QNetwork, device: torch.device):
         self.config, self.q_net = config, q_net
         self.target_net = copy.deepcopy(q_net).requires_grad_(False)
         self.params = list(q_net.parameters())
         self.optimizer = make_optimizer(config, self.params, device)
-        self.loss_sum = torch.zeros((), device=device)  # since the last log, read only then (no host sync)
+        self.loss_sum = torch.zeros((), device=device)  # since the last log; read only then (no host sync)
         self.q_sum = torch.zeros((), device=device)
         self.logged_updates = 0
         self.dirty = False  # updated since the last target sync
 
-    def train_phase(self, replay: ReplayBuffer, num_updates: int, beta: float, rng: np.random.Generator) -> int:
-        """`num_updates` gradient steps; returns how many were skipped as non-finite (nan_policy: skip)."""
-        skipped = 0
-        if self.config.prioritized.enabled:  # priorities change after every update: sample one batch at a time
+    def train_phase(self, replay, num_updates: int, beta: float, rng: np.random.Generator) -> int:
+        """`num_updates` gradient steps; returns how many were skipped as non-finite (nan_policy: skip).
+        The target net is fixed during a phase, so uniform replay draws every batch at once and, without
+        double_q, computes all their targets in one pass."""
+        config, skipped = self.config, 0
+        if config.prioritized.enabled:  # priorities change after every update: one batch at a time
             for _ in range(num_updates):
-                batch = replay.sample_prioritized(self.config.batch_size, beta, rng)
-                with torch.no_grad():
-                    next_q_target = self.target_net(batch.next_obs)
-                td_errors = self.update(batch, next_q_target)
-                skipped += td_errors is None
-                if td_errors is not None:
+                batch = replay.sample_prioritized(config.batch_size, beta, rng)
+                td_errors = self.update(batch, self.targets(batch))
+                if td_errors is None:
+                    skipped += 1
+                else:
                     replay.update_priorities(batch.indices, td_errors)
-        else:  # the target net is fixed during a phase: value every batch's next states in one pass
-            batches = replay.sample(self.config.batch_size, num_updates)  # (G, B, ...)
-            with torch.no_grad():
-                next_q_target = self.target_net(batches.next_obs.flatten(0, 1))  # (G*B, A)
-            next_q_target = next_q_target.unflatten(0, (num_updates, -1))  # (G, B, A)
-            per_update = [x.unbind(0) for x in (*batches[:6], next_q_target)]  # G views, no copies
-            for obs, actions, rewards, next_obs, terminated, discounts, next_q in zip(*per_update):
-                skipped += self.update_once(obs, actions, rewards, next_obs, terminated, discounts, next_q) is None
-        self.dirty = True
+            return skipped
+        batches = replay.sample(config.batch_size, num_updates)  # (G, B, ...)
+        targets = None if config.double_q else self.targets(batches)  # (G, B)
+        for g, batch in enumerate(split(batches)):
+            skipped += self.update(batch, self.targets(batch) if targets is None else targets[g]) is None
         return skipped
 
-    def update(self, batch, next_q_target: torch.Tensor) -> torch.Tensor | None:
-        return self.update_once(
-            batch.obs,
-            batch.actions,
-            batch.rewards,
-            batch.next_obs,
-            batch.terminated,
-            batch.discounts,
-            next_q_target,
-            batch.weights,
-        )
+    @torch.no_grad()
+    def targets(self, batch: Batch) -> torch.Tensor:
+        """y = r + γ^k (1 − terminated) Q_target(s', a'), a' = argmax of Q_target (or of Q_online: double_q)."""
+        lead = batch.actions.shape  # (B,) or (G, B)
+        next_obs = batch.next_obs.flatten(0, len(lead) - 1)  # (N, *obs_shape)
+        next_q_target = self.target_net(next_obs).unflatten(0, lead)  # (*lead, A)
+        next_q_online = self.q_net(next_obs).unflatten(0, lead) if self.config.double_q else None
+        return losses.td_target(batch.rewards, next_q_target, batch.terminated, batch.discounts, next_q_online)
 
-    def update_once(self, obs, actions, rewards, next_obs, terminated, discounts, next_q_target, weights=None):
-        """One gradient step on a batch; returns the TD errors (B,), or None if skipped as non-finite."""
-        q_values = self.q_net(obs)  # (B, A)
-        q_taken = q_values.gather(1, actions[:, None]).squeeze(1)  # (B,)
-        with torch.no_grad():
-            next_q_online = self.q_net(next_obs) if self.config.double_q else None  # (B, A)
-            targets = losses.td_target(rewards, next_q_target, terminated, discounts, next_q_online)  # (B,)
-        loss = losses.td_loss(q_taken, targets, self.config.loss, weights)
+    def update(self, batch: Batch, targets: torch.Tensor) -> torch.Tensor | None:
+        """One gradient step towards `targets` (B,); returns the TD errors, or None if skipped as non-finite."""
+        q_values = self.q_net(batch.obs)  # (B, A)
+        q_taken = q_values.gather(1, batch.actions[:, None]).squeeze(1)  # (B,)
+        loss = losses.td_loss(q_taken, targets, self.config.loss, batch.weights)
         q_mean = q_values.detach().mean()
         if self.config.nan_policy == "skip" and not bool(torch.isfinite(loss) & torch.isfinite(q_mean)):
             return None
@@ -224,6 +244,7 @@ class Learner:
         loss.backward()
         nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm, foreach=True)
         self.optimizer.step()
+        self.dirty = True
         self.loss_sum += loss.detach()
         self.q_sum += q_mean
         self.logged_updates += 1
@@ -231,7 +252,7 @@ class Learner:
 
     def sync_target(self) -> None:
         if self.config.tau >= 1.0:
-            if self.dirty:  # a copy of an unchanged net is a no-op; skip it
+            if self.dirty:  # copying an unchanged net is a no-op: skip it
                 self.target_net.load_state_dict(self.q_net.state_dict())
         else:
             with torch.no_grad():
@@ -241,7 +262,7 @@ class Learner:
         self.dirty = False
 
     def read_losses(self) -> dict[str, float]:
-        """Mean loss and Q since the last call (the one host sync), or {} when there was no update."""
+        """Mean loss and Q since the last call (one host sync), or {} when there was no update."""
         if self.logged_updates == 0:
             return {}
         loss, q_mean = (torch.stack([self.loss_sum, self.q_sum]) / self.logged_updates).tolist()
@@ -250,13 +271,19 @@ class Learner:
         return {"losses/td_loss": loss, "losses/q_values": q_mean}
 
     def check_finite(self, counters: Counters) -> None:
-        """nan_policy stop: raise on a non-finite loss or Q since the last check (last checkpoint is kept)."""
+        """nan_policy stop: raise on a non-finite loss or Q since the last log (the last checkpoint is kept)."""
         if self.config.nan_policy == "stop" and not bool(torch.isfinite(self.loss_sum + self.q_sum)):
             raise TrainingDiverged(
-                f"non-finite TD loss or Q-value by update {counters.updates} (env step {counters.step}); "
-                "stopped, the last checkpoint is the last good one. Lower learning_rate, check rewards, "
-                "or set nan_policy: skip"
+                f"non-finite TD loss or Q-value by update {counters.updates} (env step {counters.step}); stopped, "
+                "the last checkpoint is the last good one. Lower learning_rate, check the rewards, or set "
+                "nan_policy: skip"
             )
+
+
+def split(batches: Batch) -> list[Batch]:
+    """(G, B, ...) -> G batches of (B, ...), as views (no copies)."""
+    columns = [x.unbind(0) if x is not None else [None] * len(batches.actions) for x in batches]
+    return [type(batches)(*fields) for fields in zip(*columns)]
 
 
 def make_optimizer(config: Config, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
@@ -267,76 +294,69 @@ def make_optimizer(config: Config, params: list[nn.Parameter], device: torch.dev
     return torch.optim.SGD(params, lr=config.learning_rate, foreach=True)
 
 
-def act(
-    q_net: QNetwork, obs: np.ndarray, epsilon: float, n_actions: int, rng: np.random.Generator, device: torch.device
-) -> np.ndarray:
+def greedy(q_net: QNetwork, device: torch.device):
+    """obs (n, ...) -> argmax_a Q(obs, a) (n,), without autograd."""
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+    return policy
+
+
+def act(policy, obs: np.ndarray, epsilon: float, n_actions: int, rng: np.random.Generator) -> np.ndarray:
     """ε-greedy on every env at once: one forward pass, skipped when every env explores."""
     explore = rng.random(len(obs)) < epsilon
     random_actions = rng.integers(n_actions, size=len(obs))
-    if explore.all():
-        return random_actions
-    with torch.inference_mode():
-        greedy = q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
-    return np.where(explore, random_actions, greedy)
+    return random_actions if explore.all() else np.where(explore, random_actions, policy(obs))
 
 
 def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    # Every check that can fail on bad input runs first: config, env spaces, network shapes.
-    config.validate()
+    config.validate()  # every check that bad input can fail comes first: config, env spaces, network shapes
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     device = resolve_device(config.device)
     rng = seed_everything(config.seed)
     env = make_env(config, config.num_envs, config.seed)
     q_net = build_q_network(config, env).to(device)
-    n_actions = int(env.single_action_space.n)
-    learner = Learner(config, q_net, device)
-    obs_space = env.single_observation_space
-    replay = ReplayBuffer(
-        config.buffer_size,
-        obs_space.shape,
-        obs_space.dtype,
-        config.num_envs,
-        gamma=config.gamma,
-        n_step=config.n_step,
-        prioritized=config.prioritized.enabled,
-        alpha=config.prioritized.alpha,
-        priority_eps=config.prioritized.eps,
-        device=device,
-    )
-    counters = Counters()
-    if resume is not None:
-        counters = restore(resume, learner, replay, rng)
-
+    learner, replay = Learner(config, q_net, device), make_replay(config, env, device)
+    counters = restore(resume, learner, replay, rng) if resume is not None else Counters()
     eval_env = make_env(config, min(config.eval_episodes, MAX_EVAL_ENVS), config.seed, vectorization="sync")
+    policy, n_actions = greedy(q_net, device), int(env.single_action_space.n)
+
     obs, _ = env.reset(seed=config.seed + counters.step)  # a resumed run starts fresh episodes
     after_end = np.zeros(config.num_envs, dtype=bool)  # NEXT_STEP autoreset: the next step only resets
     target_every = max(config.target_update_interval // config.num_envs, 1)  # in vector steps, as SB3
-    epsilon_steps = config.exploration_fraction * config.total_steps
-    start_time, start_step = time.perf_counter(), counters.step
-    last_eval: dict | None = None
+    start_time, start_step, last_eval = time.perf_counter(), counters.step, {}
 
-    def checkpoint(best: bool = False, metric: float | None = None) -> None:
-        tracker.checkpoint(
-            snapshot(learner, counters, rng, replay if config.save_replay and not best else None),
-            counters.step,
-            best=best,
-            metric=metric,
-        )
+    def epsilon_at(step: int) -> float:  # SB3: random actions until learning starts, then a linear decay
+        if step < config.learning_starts:
+            return 1.0
+        decay_steps = config.exploration_fraction * config.total_steps
+        return linear_schedule(config.exploration_initial_eps, config.exploration_final_eps, decay_steps, step)
+
+    def checkpoint(best: bool = False) -> None:
+        with_replay = replay if config.save_replay and not best else None
+        tree = snapshot(learner, counters, rng, with_replay)
+        tracker.checkpoint(tree, counters.step, best=best, metric=counters.best_eval if best else None)
+
+    def evaluation() -> dict:  # logs it, and keeps the best network as a best-* checkpoint
+        result = evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET, device)
+        mean, std = result["mean_return"], result["std_return"]
+        tracker.log({"eval/mean_return": mean, "eval/std_return": std}, counters.step)
+        if mean > counters.best_eval:
+            counters.best_eval = mean
+            checkpoint(best=True)
+        return {**result, "step": counters.step}
 
     while counters.step < config.total_steps:
         before = counters.step
-        learning = counters.step >= config.learning_starts
-        epsilon = linear_schedule(
-            config.exploration_initial_eps, config.exploration_final_eps, epsilon_steps, counters.step
-        )
-        actions = act(q_net, obs, epsilon if learning else 1.0, n_actions, rng, device)
+        epsilon = epsilon_at(counters.step)
+        actions = act(policy, obs, epsilon, n_actions, rng)
         next_obs, rewards, terminated, truncated, info = env.step(actions)
         valid = ~after_end
         replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid)
-        after_end = terminated | truncated
-        obs = next_obs
-        new = int(valid.sum())
+        obs, after_end, new = next_obs, terminated | truncated, int(valid.sum())
         if new == 0:
             continue
         counters.step += new
@@ -346,71 +366,51 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
         if "_episode" in info and info["_episode"].any():
             ended = info["_episode"]
             counters.episodes += int(ended.sum())
+            returns, lengths = info["episode"]["r"][ended], info["episode"]["l"][ended]
             tracker.log(
-                {
-                    "charts/episodic_return": float(info["episode"]["r"][ended].mean()),
-                    "charts/episodic_length": float(info["episode"]["l"][ended].mean()),
-                },
+                {"charts/episodic_return": float(returns.mean()), "charts/episodic_length": float(lengths.mean())},
                 counters.step,
             )
         if counters.vec_steps % target_every == 0:
             learner.sync_target()
-        if (
-            counters.step > config.learning_starts
-            and counters.vec_steps % config.train_freq == 0
-            and len(replay) >= config.batch_size
-        ):
+        training = counters.step > config.learning_starts and counters.vec_steps % config.train_freq == 0
+        if training and len(replay) >= config.batch_size:
             num_updates = config.gradient_steps if config.gradient_steps > 0 else counters.since_train
-            beta = (
-                linear_schedule(config.prioritized.beta0, 1.0, config.total_steps, counters.step)
-                if config.prioritized.anneal_beta
-                else config.prioritized.beta0
-            )
+            per = config.prioritized  # β anneals to 1 over the run
+            beta = linear_schedule(per.beta0, 1.0, config.total_steps, counters.step) if per.anneal_beta else per.beta0
             skipped = learner.train_phase(replay, num_updates, beta, rng)
             counters.updates += num_updates - skipped
             counters.skipped_updates += skipped
             counters.since_train = 0
             learner.check_finite(counters)
 
+        done = counters.step >= config.total_steps
         if crossed(before, counters.step, config.log_every):
             sps = (counters.step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-            metrics = {
-                "charts/epsilon": epsilon,
-                "charts/sps": sps,
-                "charts/updates": counters.updates,
-                **learner.read_losses(),
-            }
+            metrics = {"charts/epsilon": epsilon, "charts/sps": sps, "charts/updates": counters.updates}
             if config.nan_policy == "skip":
                 metrics["losses/skipped_updates"] = counters.skipped_updates
-            tracker.log(metrics, counters.step)
-        done = counters.step >= config.total_steps
-        if crossed(before, counters.step, config.eval_every) or (done and config.eval_every == 0):
-            last_eval = evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET, device)
-            tracker.log(
-                {"eval/mean_return": last_eval["mean_return"], "eval/std_return": last_eval["std_return"]},
-                counters.step,
-            )
-            if last_eval["mean_return"] > counters.best_eval:
-                counters.best_eval = last_eval["mean_return"]
-                checkpoint(best=True, metric=counters.best_eval)
-            if config.stop_at_return is not None and last_eval["mean_return"] >= config.stop_at_return:
-                done = True
-        if crossed(before, counters.step, config.checkpoint_every) or done:
+            tracker.log({**metrics, **learner.read_losses()}, counters.step)
+        if crossed(before, counters.step, config.eval_every) or (done and last_eval.get("step") != counters.step):
+            last_eval = evaluation()
+            solved = config.stop_at_return is not None and last_eval["mean_return"] >= config.stop_at_return
+            done = done or solved
+        stop = done or tracker.should_stop()
+        if crossed(before, counters.step, config.checkpoint_every) or stop:
             checkpoint()
-        if done or tracker.should_stop():
+        if stop:
             break
 
-    env.close()
-    eval_env.close()
+    env.close(), eval_env.close()
     elapsed = time.perf_counter() - start_time
     summary = {
+        "global_step": counters.step,
         "charts/episodes": counters.episodes,
         "charts/updates": counters.updates,
         "charts/sps": (counters.step - start_step) / max(elapsed, 1e-9),
         "time/train_seconds": elapsed,
-        "global_step": counters.step,
     }
-    if last_eval is not None:
+    if last_eval:
         summary.update(
             {
                 "eval/mean_return": last_eval["mean_return"],
@@ -422,10 +422,10 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
     return summary
 
 
-# --- checkpoints ----------------------------------------------------------------------------------
+# --- checkpoints ------------------------------------------------------------------------------------------
 
 
-def snapshot(learner: Learner, counters: Counters, rng: np.random.Generator, replay: ReplayBuffer | None) -> dict:
+def snapshot(learner: Learner, counters: Counters, rng: np.random.Generator, replay=None) -> dict:
     """Everything a resume needs: networks, optimizer, counters, RNG states, and the replay when asked."""
     tree = {
         "q_net": learner.q_net.state_dict(),
@@ -439,7 +439,7 @@ def snapshot(learner: Learner, counters: Counters, rng: np.random.Generator, rep
     return tree
 
 
-def restore(tree: dict, learner: Learner, replay: ReplayBuffer, rng: np.random.Generator) -> Counters:
+def restore(tree: dict, learner: Learner, replay, rng: np.random.Generator) -> Counters:
     missing = [key for key in ("q_net", "target_net", "optimizer", "counters", "rng") if key not in tree]
     if missing:
         raise CheckpointError(f"checkpoint lacks {missing} (is it a dqn run?)")
@@ -456,7 +456,7 @@ def restore(tree: dict, learner: Learner, replay: ReplayBuffer, rng: np.random.G
     return counters
 
 
-# --- evaluation -----------------------------------------------------------------------------------
+# --- evaluation -------------------------------------------------------------------------------------------
 
 
 def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
@@ -471,59 +471,15 @@ def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path
     result = evaluate_net(q_net, env, episodes, seed, device)
     env.close()
     if video_path is not None:
-        record_video(config, q_net, seed, device, Path(video_path))
-        result["video"] = str(video_path)
+        video_env = make_env(config, 1, seed, vectorization="sync", render_mode="rgb_array")
+        result["video"] = str(record_episode(video_env, greedy(q_net.eval(), device), seed, Path(video_path)))
+        video_env.close()
     return result
 
 
 def evaluate_net(q_net: QNetwork, env: gym.vector.VectorEnv, episodes: int, seed: int, device: torch.device) -> dict:
-    """`episodes` greedy episodes on a sync vector env (env i seeded seed + i), split across its envs as
-    SB3's evaluate_policy does, so short episodes are not over-counted."""
-    n = env.num_envs
-    wanted = np.array([(episodes + i) // n for i in range(n)])
-    returns: list[list[float]] = [[] for _ in range(n)]
-    obs, _ = env.reset(seed=seed)
+    """`episodes` greedy episodes on a sync vector env (env i seeded seed + i): see envs/evaluation.py."""
     q_net.eval()
-    while any(len(r) < w for r, w in zip(returns, wanted)):
-        with torch.inference_mode():
-            actions = q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
-        obs, _, _, _, info = env.step(actions)
-        for i in np.flatnonzero(info.get("_episode", np.zeros(n, bool))):
-            if len(returns[i]) < wanted[i]:
-                returns[i].append(float(info["episode"]["r"][i]))
+    result = run_episodes(env, greedy(q_net, device), episodes, seed)
     q_net.train()
-    flat = [r for per_env in returns for r in per_env]
-    return {
-        "mean_return": float(np.mean(flat)),
-        "std_return": float(np.std(flat)),
-        "episodes": len(flat),
-        "returns": flat,
-    }
-
-
-def record_video(config: Config, q_net: QNetwork, seed: int, device: torch.device, path: Path) -> Path:
-    """An mp4 of the first evaluation episode (env 0 of the eval env, seeded `seed`, replayed alone)."""
-    import imageio_ffmpeg  # ships with moviepy; a static ffmpeg, works offline
-
-    env = make_env(config, 1, seed, vectorization="sync", render_mode="rgb_array")
-    obs, _ = env.reset(seed=seed)
-    frames = [env.render()[0]]
-    while True:
-        with torch.inference_mode():
-            actions = q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
-        obs, _, terminated, truncated, _ = env.step(actions)
-        frames.append(env.render()[0])
-        if terminated[0] or truncated[0]:
-            break
-    env.close()
-    height, width = (frames[0].shape[0] // 2) * 2, (frames[0].shape[1] // 2) * 2  # yuv420p needs even sizes
-    fps = env.metadata.get("render_fps") or 30
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=fps, macro_block_size=1, output_params=["-loglevel", "error"]
-    )
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame[:height, :width, :3]))
-    writer.close()
-    return path
+    return result

@@ -1,0 +1,67 @@
+"""Deterministic evaluation episodes and their video, for any agent that maps observations to actions.
+
+`run_episodes(env, policy, episodes, seed)` plays `episodes` episodes on a vector env made with
+`vectorization="sync"`: env i is a separate env seeded `seed + i`, so what happens in env 0 does not
+depend on how many envs run beside it, and `record_episode` (one env, seeded `seed`) films exactly the
+first of them. The episodes are split across the envs as SB3's `evaluate_policy` does (env i plays
+`(episodes + i) // n`), so short episodes are not over-counted. `policy(obs (n, ...)) -> actions (n,)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def run_episodes(env: gym.vector.VectorEnv, policy: Policy, episodes: int, seed: int) -> dict:
+    """{"mean_return", "std_return", "episodes", "returns"}: the returns ordered by env, then episode."""
+    n = env.num_envs
+    wanted = [(episodes + i) // n for i in range(n)]
+    returns: list[list[float]] = [[] for _ in range(n)]
+    obs, _ = env.reset(seed=seed)
+    while any(len(got) < want for got, want in zip(returns, wanted)):
+        obs, _, _, _, info = env.step(policy(obs))
+        for i in np.flatnonzero(info.get("_episode", ())):
+            if len(returns[i]) < wanted[i]:
+                returns[i].append(float(info["episode"]["r"][i]))
+    flat = [r for per_env in returns for r in per_env]
+    return {
+        "mean_return": float(np.mean(flat)),
+        "std_return": float(np.std(flat)),
+        "episodes": len(flat),
+        "returns": flat,
+    }
+
+
+def record_episode(env: gym.vector.VectorEnv, policy: Policy, seed: int, path: Path) -> Path:
+    """Play one episode on `env` (one env, render_mode="rgb_array") and write it to `path` as an mp4."""
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()[0]]
+    while True:
+        obs, _, terminated, truncated, _ = env.step(policy(obs))
+        frames.append(env.render()[0])
+        if terminated[0] or truncated[0]:
+            break
+    return write_mp4(frames, path, fps=env.metadata.get("render_fps") or 30)
+
+
+def write_mp4(frames: list[np.ndarray], path: Path, fps: int = 30) -> Path:
+    """H.264 mp4 of (H, W, 3) uint8 frames, through the static ffmpeg that ships with imageio-ffmpeg (offline)."""
+    import imageio_ffmpeg
+
+    height, width = (frames[0].shape[0] // 2) * 2, (frames[0].shape[1] // 2) * 2  # yuv420p needs even sizes
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=fps, macro_block_size=1, output_params=["-loglevel", "error"]
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame[:height, :width, :3]))
+    writer.close()
+    return path
