@@ -43,8 +43,15 @@ def test_train_logs_checkpoints_and_resume_continues_the_step_count(tmp_path):
     assert summary["global_step"] == 1200 and summary["charts/updates"] > 0
     records = read_metrics(tmp_path / "metrics.jsonl")
     keys = set().union(*records)
-    for key in ("charts/episodic_return", "charts/episodic_length", "charts/epsilon", "charts/sps",
-                "losses/td_loss", "losses/q_values", "eval/mean_return"):
+    for key in (
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/epsilon",
+        "charts/sps",
+        "losses/td_loss",
+        "losses/q_values",
+        "eval/mean_return",
+    ):
         assert key in keys, key
     assert all(math.isfinite(r["losses/td_loss"]) for r in records if "losses/td_loss" in r)
     steps = [r["step"] for r in records]
@@ -133,8 +140,9 @@ def test_nan_policy_skip_skips_the_update_and_logs_it(tmp_path, monkeypatch):
     tracker = LocalTracker(tmp_path)
     summary = dqn.train(config, tracker)
     tracker.close()
-    skipped = [r["losses/skipped_updates"] for r in read_metrics(tmp_path / "metrics.jsonl")
-               if "losses/skipped_updates" in r]
+    skipped = [
+        r["losses/skipped_updates"] for r in read_metrics(tmp_path / "metrics.jsonl") if "losses/skipped_updates" in r
+    ]
     assert skipped[-1] > 0 and summary["global_step"] == 600
     tree, _ = load_latest(tmp_path)
     assert all(np.isfinite(t.numpy()).all() for t in tree["q_net"].values())
