@@ -389,10 +389,7 @@ def restore(tree: dict, learner: Learner, replay: EpisodeReplay, rng: np.random.
         raise CheckpointError(f"counters: {e}") from None
     restore_rng_state(tree["rng"], rng)
     if "replay" in tree:
-        try:
-            replay.load_state_dict(tree["replay"])
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"replay: {e}") from None
+        replay.load_state_dict(tree["replay"])
     return counters
 
 

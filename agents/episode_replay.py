@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from agents.replay import SumTree
+from networks.errors import CheckpointError
 
 FIRST, ACTED, TERMINATED, TRUNCATED = 1, 2, 4, 8  # bits of `flags`
 ENDED = TERMINATED | TRUNCATED
@@ -261,9 +262,12 @@ class EpisodeReplay:
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("obs", "actions", "rewards", "flags", "pos", "written"):
-            value = np.asarray(state[name])
+            value = np.asarray(state.get(name))
             if value.shape != getattr(self, name).shape:
-                raise ValueError(f"replay.{name}: saved shape {value.shape} != {getattr(self, name).shape}")
+                raise CheckpointError(
+                    f"replay.{name}: checkpoint shape {value.shape} does not match {getattr(self, name).shape} "
+                    "(was it saved with another buffer_size, num_envs or env?)"
+                )
             getattr(self, name)[...] = value
         if self.states is not None and "states" in state:
             for stored, saved in zip(self.states, state["states"]):

@@ -26,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from networks.errors import CheckpointError
+
 FIRST, ACTED, TERMINATED, TRUNCATED = 1, 2, 4, 8  # bits of `flags`
 ENDED = TERMINATED | TRUNCATED
 
@@ -73,11 +75,11 @@ class FrameReplay:
         self.pos = np.zeros(num_envs, dtype=np.int64)  # next slot to write, per stream
         self.written = np.zeros(num_envs, dtype=np.int64)  # slots ever written, per stream
         self.pending = np.zeros(num_envs, dtype=bool)  # slot pos-1 is the current obs, awaiting its action
-        self.transitions = 0  # transitions added (for `len`)
+        self.size = 0  # transitions held: acted slots, a little under the slots in use
+        self.transitions = 0  # transitions ever added
 
     def __len__(self) -> int:
-        """Transitions that start in the buffer (acted slots), a little under the slots in use."""
-        return int(np.count_nonzero(self.flags & ACTED))
+        return self.size
 
     @property
     def nbytes(self) -> int:
@@ -108,6 +110,7 @@ class FrameReplay:
             self.actions[env, current] = actions[env]
             self.rewards[env, current] = rewards[env]
             self.flags[env, current] |= ACTED | ended
+            self.size += 1
             if not terminated[env]:  # a terminal observation is never bootstrapped from: not stored
                 self._write(env, next_obs[env][-1], first=False)
             self.pending[env] = not ended
@@ -125,7 +128,8 @@ class FrameReplay:
     def _write(self, env: int, frame: np.ndarray, *, first: bool) -> None:
         slot = self.pos[env]
         self.frames[env, slot] = frame
-        self.flags[env, slot] = FIRST if first else 0  # clears the overwritten slot's transition
+        self.size -= int(self.flags[env, slot] & ACTED != 0)  # the overwritten slot's transition is gone
+        self.flags[env, slot] = FIRST if first else 0
         self.pos[env] = (slot + 1) % self.slots
         self.written[env] += 1
 
@@ -225,10 +229,14 @@ class FrameReplay:
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("frames", "actions", "rewards", "flags", "pos", "written"):
-            value = np.asarray(state[name])
+            value = np.asarray(state.get(name))
             if value.shape != getattr(self, name).shape:
-                raise ValueError(f"replay.{name}: saved shape {value.shape} != {getattr(self, name).shape}")
+                raise CheckpointError(
+                    f"replay.{name}: checkpoint shape {value.shape} does not match {getattr(self, name).shape} "
+                    "(was it saved with another buffer_size, num_envs or env?)"
+                )
             getattr(self, name)[...] = value
         # The env restarts its episodes on resume, so no stream continues: each starts a new chunk.
         self.pending[:] = False
-        self.transitions = int(state["transitions"])
+        self.size = int(np.count_nonzero(self.flags & ACTED))
+        self.transitions = int(state.get("transitions", self.size))

@@ -90,6 +90,7 @@ def expected_n_step(transitions: list, j: int, n: int, gamma: float):
 def check_every_samplable_slot(replay: FrameReplay, history: list, gamma: float) -> int:
     """Compare each samplable slot with the newest transition recorded there. Returns how many were checked."""
     checked = 0
+    assert len(replay) == np.count_nonzero(replay.flags & ACTED)  # the running count survives overwrites
     for env, transitions in enumerate(history):
         newest = {}
         for j, transition in enumerate(transitions):
