@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from networks.errors import ConfigError
+from networks.errors import CheckpointError, ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -44,6 +44,14 @@ def rng_state(generator: np.random.Generator | None = None) -> dict:
 
 
 def restore_rng_state(state: dict, generator: np.random.Generator | None = None) -> None:
+    """Undo `rng_state`. A state of the wrong shape (a checkpoint from elsewhere) is a CheckpointError."""
+    try:
+        _restore_rng_state(state, generator)
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"rng: checkpoint RNG state does not fit ({type(e).__name__}: {e})") from None
+
+
+def _restore_rng_state(state: dict, generator: np.random.Generator | None) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(list(state["cuda"]))
