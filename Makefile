@@ -27,6 +27,8 @@ demo: $(STAMP)
 	$(VENV)/bin/dlforge train configs/dqn/cartpole.yaml --name demo-cartpole
 	$(VENV)/bin/dlforge eval runs/demo-cartpole --episodes 20
 	$(VENV)/bin/dlforge report runs/demo-cartpole --out runs/demo-cartpole/report
+	@echo "W&B offline run: $$(ls -d runs/demo-cartpole/wandb/offline-run-* | tail -1)  (upload: wandb sync <folder>)"
+	@echo "learning curve: runs/demo-cartpole/report/curves/charts_episodic_return.png  (all plots: runs/demo-cartpole/report/index.html)"
 
 test: $(STAMP)
 	$(PY) -m pytest tests

@@ -121,9 +121,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"failed: {type(e).__name__}: {e}{where}", file=sys.stderr)
         print(f"run: {run_dir}")
         return 1
-    shown = {k: v for k, v in result.summary.items() if isinstance(v, int | float)}
+    numbers = {k: v for k, v in result.summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    shown = sorted(numbers, key=lambda k: not k.startswith("eval/"))[:6]  # evaluation results first
     if shown:
-        print("  ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:6]))
+        print("  ".join(f"{k}={numbers[k]:.4g}" for k in shown))
     print(f"run: {run_dir}")
     return 0
 
