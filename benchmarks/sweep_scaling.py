@@ -10,13 +10,16 @@ Sweep: `launch.sweep.run_sweep` over the 4 seeds on `ray.init(address="local", n
 trial, everything a sweep does included (a Ray actor per trial, W&B per trial, Tune reports, checkpoints).
 
 Reports the speed-up of the sweep over sequential, with and without the one-off cluster start, and the
-overhead Ray adds per trial: (cpus x sweep time - sequential time) / trials, the core-seconds a trial costs
-beyond its own training (actor start, imports in a fresh process, reporting). The target is >= 1.7x.
+overhead Ray adds per trial: (cpus x sweep time - time spent in train_run inside the trials) / trials, the
+slot-seconds a trial holds beyond its own training (actor start and imports, scheduling, Tune reports, W&B
+teardown). The target is >= 1.7x. The machine must be otherwise idle: other processes on the same cores
+take their share from both sides and the figure means nothing (the load average is printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -49,6 +52,7 @@ def main() -> None:
     }
     seeds = list(range(args.trials))
 
+    load_before = os.getloadavg()[0]
     train_run(parse_config({**base, "total_steps": 5, "eval_every": 5}), out / "warmup")
     sequential = []
     for seed in seeds:
@@ -71,7 +75,9 @@ def main() -> None:
     ray.shutdown()
     assert all(row["status"] == "done" for row in outcome.rows), outcome.rows
 
-    overhead = (args.cpus * sweep_time - total_sequential) / args.trials
+    # Slot-seconds per trial not spent in train_run: process start, imports, scheduling, reports, W&B teardown.
+    in_trials = sum(json.loads((Path(row["run_dir"]) / "trial.json").read_text())["train_s"] for row in outcome.rows)
+    overhead = (args.cpus * sweep_time - in_trials) / args.trials
     print()
     print(
         f"{args.trials} classify trials x {args.steps} steps, 1 torch thread each, W&B {args.wandb}, "
@@ -83,7 +89,11 @@ def main() -> None:
         f"sweep incl. cluster start:      {sweep_time + cluster_start:7.1f} s  speed-up "
         f"{total_sequential / (sweep_time + cluster_start):.2f}x  (ray.init {cluster_start:.1f} s)"
     )
-    print(f"Ray overhead per trial:         {overhead:7.1f} core-s  ({args.cpus} x sweep - sequential) / trials")
+    print(f"train_run inside the trials:    {in_trials:7.1f} s  ({in_trials / args.trials:.1f} s/trial)")
+    print(
+        f"Ray overhead per trial:         {overhead:7.1f} s   ({args.cpus} x sweep time - time in train_run) / trials"
+    )
+    print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     speedup = total_sequential / sweep_time
     print(f"target >= 1.7x on the trials: {'met' if speedup >= 1.7 else 'NOT met'} ({speedup:.2f}x)")
     print(f"runs: {out}")

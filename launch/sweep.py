@@ -29,6 +29,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +45,7 @@ from networks.errors import ConfigError
 SPACE_TYPES = ("grid", "choice", "uniform", "loguniform", "randint")
 CLOSE_TIMEOUT_S = 60  # how long a stopped trial's process waits for its W&B run to finish
 CONFIG_ERROR = "dlforge/config_error"  # a trial reports this (and stops the sweep) on bad input
-TRIAL_FILE = "trial.json"  # in a trial's run folder: {"status": "done" | "stopped", "step": ...}
+TRIAL_FILE = "trial.json"  # in a trial's run folder: {"status": "done" | "stopped", "step", "train_s"}
 
 
 # --- the sweep config ---------------------------------------------------------------------------
@@ -427,6 +428,7 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
         return trackers[-1]
 
     status = None
+    start = time.perf_counter()
     try:
         spec = parse_config(plan.trial_document(params))
         # A retry (or --resume) continues the run folder from its newest checkpoint.
@@ -442,11 +444,15 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
     finally:
         if status and run_dir.exists():
             step = trackers[-1].step if trackers else None
-            io.atomic_write_text(run_dir / TRIAL_FILE, json.dumps({"status": status, "step": step}))
+            record = {"status": status, "step": step, "train_s": round(time.perf_counter() - start, 3)}
+            io.atomic_write_text(run_dir / TRIAL_FILE, json.dumps(record))
         # The run is finished (train_run closed it); stop W&B's service now, while this process is
         # whole, rather than in an atexit hook that Ray's actor exit races.
         if "wandb" in sys.modules:
             sys.modules["wandb"].teardown()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()  # the process may run the next trial; give a shared GPU its memory back
 
 
 def trial_label(sweep_name: str, trial_id: str) -> str:
@@ -575,7 +581,7 @@ def _tuner(plan: SweepPlan, resume: bool):
             search_alg=search_alg,
             scheduler=tune_scheduler(plan),
             max_concurrent_trials=plan.settings.max_concurrent,
-            reuse_actors=False,
+            reuse_actors=True,  # the next trial runs in a finished trial's process: no new process, no re-imports
             trial_name_creator=label,
             trial_dirname_creator=label,
         ),
