@@ -13,8 +13,15 @@ from launch.tracking import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 DLFORGE = str(Path(sys.executable).parent / "dlforge")
 CARTPOLE = str(REPO / "configs/dqn/cartpole.yaml")
-TINY = ["total_steps=1500", "learning_starts=300", "eval_every=500", "eval_episodes=2", "checkpoint_every=500",
-        "stop_at_return=null", "tracking.wandb=disabled"]  # fmt: skip
+TINY = [
+    "total_steps=1500",
+    "learning_starts=300",
+    "eval_every=500",
+    "eval_episodes=2",
+    "checkpoint_every=500",
+    "stop_at_return=null",
+    "tracking.wandb=disabled",
+]
 
 
 def test_train_eval_and_resume_through_the_cli(tmp_path, capsys):
@@ -47,8 +54,13 @@ def test_train_eval_and_resume_through_the_cli(tmp_path, capsys):
 )
 def test_bad_input_exits_2_with_one_line_and_no_run_folder(tmp_path, override, message):
     extra = ["network.type=cnn"] if override.startswith("network") else []
-    done = subprocess.run([DLFORGE, "train", CARTPOLE, override, *extra, "--out", str(tmp_path), "--name", "bad"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [DLFORGE, "train", CARTPOLE, override, *extra, "--out", str(tmp_path), "--name", "bad"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().startswith(message) and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "bad").exists()
