@@ -28,6 +28,29 @@ KEEP_LAST = 2  # step checkpoints kept; the newest one that loads is the resume 
 CHECKPOINTS = "checkpoints"
 
 
+class TrainingDiverged(RuntimeError):
+    """A checkpoint holding NaN or infinite values was refused: the run stops, the last good checkpoint stays."""
+
+
+def non_finite_leaf(tree: Any, path: str = "") -> str | None:
+    """The tree path of the first float tensor or array holding NaN or inf, else None."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            found = non_finite_leaf(value, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(tree, list | tuple):
+        for index, value in enumerate(tree):
+            found = non_finite_leaf(value, f"{path}.{index}")
+            if found is not None:
+                return found
+    elif hasattr(tree, "is_floating_point"):  # a torch tensor
+        return path if tree.is_floating_point() and not bool(tree.isfinite().all()) else None
+    elif isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
+        return None if np.isfinite(tree).all() else path
+    return None
+
+
 class LocalTracker:
     """Writes a run folder: metrics.jsonl, summary.json, media/, checkpoints/ and the W&B run."""
 
@@ -89,6 +112,13 @@ class LocalTracker:
     def checkpoint(self, tree: dict, step: int, *, best: bool = False, metric: float | None = None) -> Path:
         """Save `tree` atomically as checkpoints/step-<step>; keep the last two (and one best)."""
         folder = self.run_dir / CHECKPOINTS
+        bad = non_finite_leaf(tree)
+        if bad is not None:  # a diverged model is never saved, so the newest checkpoint stays the last good one
+            kept = checkpoint_stems(self.run_dir, "any")
+            raise TrainingDiverged(
+                f"non-finite values in '{bad}' at step {int(step)}: training diverged and this checkpoint was not "
+                f"saved; the last good one is {kept[0].name if kept else 'none (no checkpoint yet)'}. Lower the "
+                "learning rate (or set nan_policy: skip where the trainer has it)")
         meta = {"step": int(step), "metric": metric, "time": time.time()}
         self._metrics.flush()
         os.fsync(self._metrics.fileno())  # metrics up to this step survive a crash with the checkpoint
@@ -290,8 +320,9 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[sps]} steps/s"),
-            TimeElapsedColumn(), TextColumn("{task.fields[latest]}"), transient=False,
+            TextColumn("[bold]train"), BarColumn(bar_width=24), MofNCompleteColumn(),
+            TextColumn("{task.fields[sps]} steps/s"), TimeElapsedColumn(), TextColumn("{task.fields[latest]}"),
+            transient=False,
         )
         self._task = self._bar.add_task("train", total=total, completed=start, sps="-", latest="")
         self._t0, self._s0 = time.perf_counter(), start
