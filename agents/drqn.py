@@ -321,6 +321,7 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
                     "charts/sps": sps,
                     "charts/updates": counters.updates,
                     **learner.read_losses(),
+                    **({"losses/skipped_updates": counters.skipped_updates} if config.nan_policy == "skip" else {}),
                 },
                 counters.step,
             )
