@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
+from agents.schedules import linear_schedule
 from networks.errors import CheckpointError, ConfigError
 from networks.runtime import restore_rng_state, rng_state, seed_everything
 
@@ -75,13 +76,6 @@ def q_update(
     td_error = reward + bootstrap - float(q_table[state, action])
     q_table[state, action] += alpha * td_error
     return td_error
-
-
-def linear_schedule(start: float, end: float, duration: float, step: int) -> float:
-    """`start` at step 0, `end` from `duration` on, linear in between."""
-    if duration <= 0:
-        return end
-    return start + (end - start) * min(1.0, step / duration)
 
 
 def greedy_action(q_row: np.ndarray, rng: np.random.Generator) -> int:
