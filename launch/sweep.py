@@ -19,6 +19,7 @@ scheduler stops it, so every offline run holds every step its trial reported.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -28,24 +29,21 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from launch.config import TrackingConfig, apply_overrides, from_dict, parse_config, read_yaml, to_dict
+from launch.config import apply_overrides, from_dict, parse_config, read_yaml, to_dict
 from launch.registry import TRAINERS, trainer_module
-from launch.tracking import LocalTracker, checkpoint_stems
+from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE, trainable, trial_label
+from launch.tracking import checkpoint_stems
 from networks import io
 from networks.errors import ConfigError
+from networks.spec import did_you_mean
 
 SPACE_TYPES = ("grid", "choice", "uniform", "loguniform", "randint")
-CLOSE_TIMEOUT_S = 60  # how long a stopped trial's process waits for its W&B run to finish
-CONFIG_ERROR = "dlforge/config_error"  # a trial reports this (and stops the sweep) on bad input
-TRIAL_FILE = "trial.json"  # in a trial's run folder: {"status": "done" | "stopped", "step", "train_s"}
 
 
 # --- the sweep config ---------------------------------------------------------------------------
@@ -133,7 +131,8 @@ def parse_dimension(key: str, spec: Any) -> tuple[str, list]:
     if kind not in SPACE_TYPES:
         raise ConfigError(
             where,
-            f"unknown search-space type '{kind}'{_suggest(str(kind), SPACE_TYPES)}; allowed: {', '.join(SPACE_TYPES)}",
+            f"unknown search-space type '{kind}'{did_you_mean(str(kind), SPACE_TYPES)}; "
+            f"allowed: {', '.join(SPACE_TYPES)}",
         )
     where = f"{where}.{kind}"
     if kind in ("grid", "choice"):
@@ -172,7 +171,7 @@ class SweepPlan:
 
     def trial_document(self, params: dict) -> dict:
         """The config of one trial: the base, the sampled point, its seed, and W&B grouping."""
-        document = _deep_copy(self.base)
+        document = copy.deepcopy(self.base)
         for key, value in params.items():
             if key not in ("seed", "__trial_index__"):
                 set_dotted(document, key, value)
@@ -238,7 +237,7 @@ def plan_sweep(
         kind, values = parse_dimension(key, spec_value)
         candidates = values if kind in ("grid", "choice") else [values[0], values[1] - (kind == "randint")]
         for value in candidates:
-            trial = _deep_copy(base)
+            trial = copy.deepcopy(base)
             set_dotted(trial, key, value)
             parse_config(trial)
     _check_metric(spec.kind, settings.metric)
@@ -262,7 +261,7 @@ def plan_sweep(
 
 def _base_document(base: str | dict, source: Path | None) -> dict:
     if isinstance(base, dict):
-        return _deep_copy(base)
+        return copy.deepcopy(base)
     path = Path(base)
     if not path.is_absolute() and source is not None:
         path = source.parent / path
@@ -278,7 +277,7 @@ def _check_metric(kind: str, metric: str) -> None:
         raise ConfigError(
             "metric",
             f"'{metric}' is never reported by the {kind} trainer"
-            f"{_suggest(metric, known)}; it reports: {', '.join(known)}",
+            f"{did_you_mean(metric, known)}; it reports: {', '.join(known)}",
         )
 
 
@@ -293,13 +292,12 @@ def tune_search(plan: SweepPlan):
     space: dict[str, Any] = {}
     for key, spec in settings.space.items():
         kind, values = parse_dimension(key, spec)
-        space[key] = {
-            "grid": lambda v: tune.grid_search(v),
-            "choice": lambda v: tune.choice(v),
-            "uniform": lambda v: tune.uniform(*v),
-            "loguniform": lambda v: tune.loguniform(*v),
-            "randint": lambda v: tune.randint(*v),
-        }[kind](values)
+        if kind in ("grid", "choice"):
+            space[key] = tune.grid_search(values) if kind == "grid" else tune.choice(values)
+        else:
+            space[key] = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](
+                *values
+            )
     if settings.search == "optuna":
         from ray.tune.search import Repeater
         from ray.tune.search.optuna import OptunaSearch
@@ -323,170 +321,6 @@ def tune_scheduler(plan: SweepPlan):
         max_t=scheduler.max_t or max(plan.total_steps, scheduler.grace_period),
         reduction_factor=scheduler.reduction_factor,
     )
-
-
-# --- inside a trial -------------------------------------------------------------------------------
-
-
-class TuneTracker(LocalTracker):
-    """A LocalTracker that also reports to Tune: the latest metrics whenever the sweep metric is
-    logged, and a checkpoint (a pointer to the run folder's file) whenever the trainer saves one."""
-
-    def __init__(self, run_dir: str | Path, tracking: TrackingConfig | None = None, *, metric: str, **kwargs):
-        super().__init__(run_dir, tracking, **kwargs)
-        self.metric = metric
-        self.total_steps = kwargs.get("total_steps")
-        self.step = 0
-        self.reported_step: int | None = None
-        self.stopped = False  # Tune's scheduler (ASHA) stopped this trial
-        self._numbers: dict[str, float] = {}
-        self._pending_checkpoint: Path | None = None
-
-    def log(self, metrics: dict[str, Any], step: int) -> None:
-        super().log(metrics, step)
-        self.step = int(step)
-        self._numbers.update(_numbers(metrics))
-        if self.metric in metrics:
-            self.report()
-
-    def checkpoint(self, tree: dict, step: int, *, best: bool = False, metric: float | None = None) -> Path:
-        stem = super().checkpoint(tree, step, best=best, metric=metric)
-        self._pending_checkpoint = stem
-        if self.metric in self._numbers:
-            self.report()
-        return stem
-
-    def summary(self, metrics: dict) -> None:
-        super().summary(metrics)
-        self._numbers.update(_numbers(metrics))
-
-    def should_stop(self) -> bool:
-        return self.stopped
-
-    def close(self, failed: bool = False) -> None:
-        super().close(failed=failed and not self.stopped)  # a scheduler's stop is not a failure
-
-    def report(self, final: bool = False) -> None:
-        """Send the latest value of every metric (and a pending checkpoint) to Tune.
-
-        The last step is reported once training has returned: ASHA stops a trial that reaches max_t at
-        once, and the trainer's last checkpoint and summary come after its last log call.
-        """
-        if self.metric not in self._numbers or self.stopped:
-            return
-        if not final and self.total_steps and self.step >= self.total_steps:
-            return
-        payload = {**self._numbers, "step": self.step}
-        stem, self._pending_checkpoint = self._pending_checkpoint, None
-        self.reported_step = self.step
-        if stem is None:
-            self._send(payload, None)
-            return
-        from ray import tune
-
-        with tempfile.TemporaryDirectory(prefix=".tune-checkpoint-", dir=self.run_dir) as folder:
-            # Tune keeps a small pointer; the run folder holds the one real checkpoint (networks/io).
-            pointer = {"run_dir": str(self.run_dir), "stem": str(stem), "step": self.step}
-            Path(folder, "dlforge_checkpoint.json").write_text(json.dumps(pointer))
-            self._send(payload, tune.Checkpoint.from_directory(folder))
-
-    def _send(self, payload: dict, checkpoint) -> None:
-        from ray import tune
-
-        try:
-            tune.report(payload, checkpoint=checkpoint)
-        except SystemExit:  # how Tune's function API stops a trial (ASHA, or the sweep ending)
-            self.stopped = True
-            raise
-
-    def final_report(self) -> None:
-        """After training: report what the last log calls and the summary added."""
-        if self.metric not in self._numbers:
-            raise ConfigError(
-                "metric",
-                f"'{self.metric}' was never reported by this trainer; it reported: "
-                f"{', '.join(sorted(self._numbers)) or 'nothing'}",
-            )
-        if self.reported_step != self.step or self._pending_checkpoint is not None:
-            self.report(final=True)
-
-
-def run_trial(plan: SweepPlan, params: dict) -> None:
-    """One trial: the trial's config, trained by `train_run` into its run folder."""
-    from ray import tune
-
-    from launch import registry
-    from launch.run import train_run
-
-    for kind, module in plan.trainers.items():  # kinds the driver knows (plugins, tests) resolve here too
-        registry.TRAINERS.setdefault(kind, module)
-    run_dir = plan.trials_dir / tune.get_context().get_trial_name()  # trial_label()
-    trackers: list[TuneTracker] = []
-
-    def make_tracker(run_dir, tracking, **kwargs):
-        trackers.append(TuneTracker(run_dir, tracking, metric=plan.settings.metric, **kwargs))
-        return trackers[-1]
-
-    status = None
-    start = time.perf_counter()
-    try:
-        spec = parse_config(plan.trial_document(params))
-        # A retry (or --resume) continues the run folder from its newest checkpoint.
-        train_run(spec, run_dir, resume=run_dir.exists(), tracker_factory=make_tracker)
-        status = "done"
-        trackers[-1].final_report()
-    except SystemExit:  # Tune ended the trial: its scheduler (ASHA), or the sweep being interrupted
-        status = status or "stopped"
-        raise
-    except ConfigError as e:
-        # Bad input is not worth a retry: tell the driver, which ends the sweep with exit code 2.
-        tune.report({plan.settings.metric: math.nan, CONFIG_ERROR: str(e), "step": 0})
-    finally:
-        if status and run_dir.exists():
-            step = trackers[-1].step if trackers else None
-            record = {"status": status, "step": step, "train_s": round(time.perf_counter() - start, 3)}
-            io.atomic_write_text(run_dir / TRIAL_FILE, json.dumps(record))
-        # The run is finished (train_run closed it); stop W&B's service now, while this process is
-        # whole, rather than in an atexit hook that Ray's actor exit races.
-        if "wandb" in sys.modules:
-            sys.modules["wandb"].teardown()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()  # the process may run the next trial; give a shared GPU its memory back
-
-
-def trial_label(sweep_name: str, trial_id: str) -> str:
-    """A trial's name, Tune folder, run folder and W&B run name: `<sweep>-003` for grid and random
-    trials (Tune id `ab12c_00003`), `<sweep>-<id>` for the ids a search algorithm draws."""
-    counted = re.fullmatch(r"[0-9a-f]+_(\d+)", trial_id)
-    return f"{sweep_name}-{int(counted[1]):03d}" if counted else f"{sweep_name}-{trial_id}"
-
-
-def _trainable(plan: SweepPlan):
-    """Tune's function trainable for `run_trial`, whose actor waits for the trial to close its W&B run.
-
-    Tune stops a function trial by raising SystemExit in the training thread and then ending the actor
-    without waiting for that thread; W&B would lose the run (seen here: an empty .wandb file). So
-    `cleanup` joins the thread, whose `finally` blocks finish the run, before the actor goes.
-    """
-    import functools
-
-    from ray.train._internal.session import get_session
-    from ray.tune.trainable.function_trainable import wrap_function
-
-    base = wrap_function(functools.partial(run_trial, plan), name="dlforge_trial")
-
-    class DlforgeTrial(base):
-        def cleanup(self):
-            session = get_session()
-            thread = getattr(session, "training_thread", None)
-            try:
-                super().cleanup()
-            finally:
-                if thread is not None and thread.is_alive():
-                    thread.join(timeout=CLOSE_TIMEOUT_S)
-
-    return DlforgeTrial
 
 
 # --- the driver -------------------------------------------------------------------------------------
@@ -564,15 +398,14 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None, resume: bool = Fal
 def _tuner(plan: SweepPlan, resume: bool):
     from ray import tune
 
-    trainable = tune.with_resources(
-        _trainable(plan), {"cpu": plan.settings.resources.cpu, "gpu": plan.settings.resources.gpu}
-    )
+    resources = {"cpu": plan.settings.resources.cpu, "gpu": plan.settings.resources.gpu}
+    trial = tune.with_resources(trainable(plan), resources)
     if resume:
-        return tune.Tuner.restore(str(plan.sweep_dir / "tune"), trainable, resume_unfinished=True, resume_errored=True)
+        return tune.Tuner.restore(str(plan.sweep_dir / "tune"), trial, resume_unfinished=True, resume_errored=True)
     param_space, search_alg, num_samples = tune_search(plan)
     label = _TrialLabel(plan.name)
     return tune.Tuner(
-        trainable,
+        trial,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=plan.settings.metric,
@@ -879,16 +712,6 @@ def set_dotted(document: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _numbers(metrics: dict) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        if hasattr(value, "item"):
-            value = value.item()
-        if isinstance(value, bool | int | float):
-            out[key] = float(value)
-    return out
-
-
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
@@ -899,18 +722,3 @@ def _is_number(value: Any) -> bool:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _suggest(word: str, options) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
