@@ -68,6 +68,7 @@ class Config:
     double_q: bool = False  # the online net picks a', the target net values it (van Hasselt et al. 2016)
     n_step: int = field(default=1, metadata={"ge": 1})  # rewards summed before bootstrapping
     learning_rate: float = field(default=1e-4, metadata={"gt": 0})
+    learning_rate_final: float | None = field(default=None, metadata={"ge": 0})  # linear decay to this (zoo's lin_)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     loss: Literal["huber", "mse"] = "huber"  # huber = smooth L1, SB3's and the Nature paper's
     buffer_size: int = field(default=1_000_000, metadata={"ge": 1})
@@ -378,6 +379,11 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
             num_updates = config.gradient_steps if config.gradient_steps > 0 else counters.since_train
             per = config.prioritized  # β anneals to 1 over the run
             beta = linear_schedule(per.beta0, 1.0, config.total_steps, counters.step) if per.anneal_beta else per.beta0
+            if config.learning_rate_final is not None:
+                lr = linear_schedule(
+                    config.learning_rate, config.learning_rate_final, config.total_steps, counters.step
+                )
+                learner.optimizer.param_groups[0]["lr"] = lr
             skipped = learner.train_phase(replay, num_updates, beta, rng)
             counters.updates += num_updates - skipped
             counters.skipped_updates += skipped
@@ -387,7 +393,9 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
         done = counters.step >= config.total_steps
         if crossed(before, counters.step, config.log_every):
             sps = (counters.step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-            metrics = {"charts/epsilon": epsilon, "charts/sps": sps, "charts/updates": counters.updates}
+            lr = learner.optimizer.param_groups[0]["lr"]
+            metrics = {"charts/epsilon": epsilon, "charts/learning_rate": lr, "charts/sps": sps}
+            metrics["charts/updates"] = counters.updates
             if config.nan_policy == "skip":
                 metrics["losses/skipped_updates"] = counters.skipped_updates
             tracker.log({**metrics, **learner.read_losses()}, counters.step)

@@ -147,3 +147,15 @@ def test_nan_policy_skip_skips_the_update_and_logs_it(tmp_path, monkeypatch):
     tree, _ = load_latest(tmp_path)
     assert all(np.isfinite(t.numpy()).all() for t in tree["q_net"].values())
     assert json.loads((tmp_path / "summary.json").read_text())["global_step"] == 600
+
+
+def test_two_runs_with_the_same_seed_log_the_same_metrics(tmp_path):
+    def run(folder):
+        tracker = LocalTracker(tmp_path / folder)
+        dqn.train(tiny(total_steps=700, n_step=2), tracker)
+        tracker.close()
+        return [
+            {k: v for k, v in r.items() if k != "charts/sps"} for r in read_metrics(tmp_path / folder / "metrics.jsonl")
+        ]
+
+    assert run("a") == run("b")
