@@ -6,6 +6,7 @@ Every Ray process here talks over loopback. The embedded clusters bind to 127.0.
 once it is 1, but it leaves other loopback addresses alone.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -155,14 +156,32 @@ def start_node(args: list[str], log: Path, enable_cluster: str) -> subprocess.Po
     )
 
 
-def stop_node(node: subprocess.Popen) -> None:
-    if node.poll() is None:
-        os.killpg(node.pid, signal.SIGTERM)
-        try:
-            node.wait(timeout=40)
-        except subprocess.TimeoutExpired:
+def stop_nodes(nodes: list[subprocess.Popen], grace_s: float = 10) -> None:
+    """SIGTERM each node's process group at once; SIGKILL whatever is still draining after `grace_s`."""
+    for node in nodes:
+        if node.poll() is None:
+            os.killpg(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for node in nodes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            node.wait(timeout=max(deadline - time.monotonic(), 0.1))
+    for node in nodes:  # the group, not just the `ray start` process: raylet, GCS and workers too
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(node.pid, signal.SIGKILL)
-            node.wait(timeout=10)
+        node.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    for node in nodes:  # nothing of the cluster is left
+        while _group_alive(node.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(node.pid), f"process group {node.pid} still has processes"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_sweep_on_a_ray_start_cluster_with_a_separate_worker(tmp_path):
@@ -198,7 +217,7 @@ def test_sweep_on_a_ray_start_cluster_with_a_separate_worker(tmp_path):
                 "1",
             )
         )
-        _wait_for_nodes(address, 2, nodes[1], tmp_path / "worker.log")
+        _wait_for_log(nodes[1], tmp_path / "worker.log", "Ray runtime started")
 
         path = write_sweep(
             tmp_path / "remote.yaml",
@@ -235,8 +254,7 @@ def test_sweep_on_a_ray_start_cluster_with_a_separate_worker(tmp_path):
             assert sorted({r["global_step"] for f in offline_runs(run_dir) for r in history(f)}) == sorted(set(steps))
         assert json.loads((sweep_dir / "best.json").read_text())["checkpoint"].endswith(".safetensors")
     finally:
-        for node in reversed(nodes):
-            stop_node(node)
+        stop_nodes(nodes)
 
 
 def _wait_for_port(host: str, port: int, node: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
@@ -251,19 +269,11 @@ def _wait_for_port(host: str, port: int, node: subprocess.Popen, log: Path, time
     pytest.fail(f"Ray head did not open {host}:{port}: {log.read_text()[-2000:]}")
 
 
-def _wait_for_nodes(address: str, count: int, node: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+def _wait_for_log(node: subprocess.Popen, log: Path, line: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert node.poll() is None, log.read_text()[-2000:]
-        status = subprocess.run(
-            [str(RAY), "status", f"--address={address}"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "RAY_AUTH_MODE": "token"},
-            timeout=30,
-        )
-        active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
-        if active.count("node_") >= count:
+        if line in log.read_text():
             return
-        time.sleep(1)
+        time.sleep(0.5)
     pytest.fail(f"the worker node did not join: {log.read_text()[-2000:]}")
