@@ -22,7 +22,7 @@ from torch import nn
 
 import networks
 from generative import images
-from generative.common import is_eval_step, make_tree, restore_tree, sample, spec_of, torch_threads
+from generative.common import ensure_finite, is_eval_step, make_tree, restore_tree, sample, spec_of, torch_threads
 from generative.data import Images, load_images
 from generative.metrics import reconstruction_errors
 from networks.errors import ConfigError
@@ -147,7 +147,8 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
             loss.backward()
             optimizer.step()
             step += 1
-            if step % 50 == 0:
+            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
+                ensure_finite(step, reconstruction=loss.item())
                 tracker.log({"losses/bce_per_pixel": loss.item()}, step)
             if is_eval_step(step, config.eval_every, config.total_steps):
                 metrics = evaluate(model, data, config, tracker, step, device)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from generative.common import make_tree, restore_tree, spec_of, torch_threads
+from generative.common import ensure_finite, make_tree, restore_tree, spec_of, torch_threads
 from generative.data import Images, load_images
 from generative.metrics import Judge
 from networks import io
@@ -74,7 +74,8 @@ def _train(config: Config, tracker, resume: dict | None) -> dict[str, float]:
         loss = train_step(judge, optimizer, x_train, y_train, config.batch_size, shift=config.shift)
         schedule.step()
         step += 1
-        if step % 50 == 0:
+        if step % 50 == 0 or step % config.eval_every == 0 or step == config.total_steps:
+            ensure_finite(step, cross_entropy=loss.item())
             tracker.log({"losses/cross_entropy": loss.item()}, step)
         if step % config.eval_every == 0 or step == config.total_steps:
             metrics = evaluate_accuracy(judge, x_test, y_test)

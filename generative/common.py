@@ -11,6 +11,7 @@ Checkpoint tree (one layout for every kind, so agents and `dlforge generate` kno
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -80,6 +81,20 @@ def torch_threads(n: int) -> Iterator[None]:
 def sample(x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """A random batch (with replacement across steps, uniform within), drawn from torch's global RNG."""
     return x[torch.randint(len(x), (batch_size,), device=x.device)]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss stopped training; the newest checkpoint is the last good one."""
+
+
+def ensure_finite(step: int, **losses: float) -> None:
+    """Raise TrainingDiverged when a loss is NaN or infinite (checked before logging and evaluating)."""
+    bad = [name for name, value in losses.items() if not math.isfinite(value)]
+    if bad:
+        raise TrainingDiverged(
+            f"non-finite {', '.join(bad)} loss at step {step}: training diverged; the newest checkpoint is the "
+            "last good one (lower the learning rate)"
+        )
 
 
 def is_eval_step(step: int, every: int, total: int) -> bool:

@@ -24,6 +24,7 @@ import networks
 from generative import images
 from generative.classifier import fit_judge, load_judge
 from generative.common import (
+    ensure_finite,
     is_eval_step,
     make_tree,
     restore_tree,
@@ -211,7 +212,8 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
             if watch.update(d_value) and watch.run == config.alarms.d_loss_steps:
                 alarms_fired += 1
                 tracker.log({"charts/alarm_discriminator_wins": 1.0}, step)
-            if step % 50 == 0:
+            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
+                ensure_finite(step, discriminator=d_value, generator=g_loss.item())
                 tracker.log(
                     {
                         "losses/discriminator": d_value,

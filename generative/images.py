@@ -15,7 +15,7 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarra
 
     Images smaller than 28 pixels are enlarged (nearest neighbour) so an 8x8 digit stays visible.
     """
-    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    images = np.clip(np.nan_to_num(np.asarray(images, dtype=np.float32)), 0.0, 1.0)
     zoom = max(1, 28 // images.shape[-1])
     if zoom > 1:
         images = images.repeat(zoom, axis=2).repeat(zoom, axis=3)
@@ -43,7 +43,7 @@ def pairs(originals: np.ndarray, reconstructions: np.ndarray, per_row: int = 8) 
 
 def pca_2d(codes: np.ndarray) -> np.ndarray:
     """Project codes onto their first two principal components (identity for 2-D codes)."""
-    codes = np.asarray(codes, np.float64).reshape(len(codes), -1)
+    codes = np.nan_to_num(np.asarray(codes, np.float64).reshape(len(codes), -1))  # a diverged run still plots
     if codes.shape[1] <= 2:
         return np.pad(codes, ((0, 0), (0, 2 - codes.shape[1])))
     centred = codes - codes.mean(0)

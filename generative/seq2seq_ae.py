@@ -20,7 +20,7 @@ from torch import nn
 
 import networks
 from generative import images
-from generative.common import is_eval_step, make_tree, restore_tree, sample, torch_threads
+from generative.common import ensure_finite, is_eval_step, make_tree, restore_tree, sample, torch_threads
 from generative.data import load_sequences
 from networks.errors import ConfigError
 from networks.runtime import resolve_device, seed_everything
@@ -95,7 +95,8 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
             loss.backward()
             optimizer.step()
             step += 1
-            if step % 50 == 0:
+            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
+                ensure_finite(step, mse=loss.item())
                 tracker.log({"losses/mse": loss.item()}, step)
             if is_eval_step(step, config.eval_every, config.total_steps):
                 metrics = evaluate(model, x_test, data.y_test, std, tracker, step)

@@ -18,7 +18,7 @@ from torch import nn
 import networks
 from generative import images
 from generative.ae import DEFAULT_ENCODERS, build_decoder, interpolation
-from generative.common import is_eval_step, make_tree, restore_tree, sample, spec_of, torch_threads
+from generative.common import ensure_finite, is_eval_step, make_tree, restore_tree, sample, spec_of, torch_threads
 from generative.data import Images, load_images
 from generative.metrics import reconstruction_errors
 from networks.errors import ConfigError
@@ -110,7 +110,8 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
             loss.backward()
             optimizer.step()
             step += 1
-            if step % 50 == 0:
+            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
+                ensure_finite(step, elbo=loss.item())
                 tracker.log({"losses/neg_elbo": loss.item(), "losses/reconstruction": reconstruction.item(),
                              "losses/kl": kl.item()}, step)  # fmt: skip
             if is_eval_step(step, config.eval_every, config.total_steps):
