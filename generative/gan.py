@@ -54,7 +54,7 @@ class Stability:
 
 @dataclass
 class Alarms:
-    d_loss_below: float = field(default=0.05, metadata={"gt": 0})  # "near zero": both BCE terms tiny
+    d_loss_below: float = field(default=0.05, metadata={"gt": 0})  # "near zero": within this of its floor
     d_loss_steps: int = field(default=200, metadata={"gt": 0})  # consecutive steps before the alarm fires
     class_above: float = field(default=0.40, metadata={"gt": 0, "le": 1})  # mode collapse: one class above
     class_below: float = field(default=0.02, metadata={"ge": 0, "lt": 1})  # ... or any class below
@@ -175,7 +175,9 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
         models = {"generator": generator, "discriminator": discriminator}
         optimizers = {"generator": opt_g, "discriminator": opt_d}
         step = 0 if resume is None else restore_tree(resume, models, optimizers)
-        watch = DiscriminatorWatch(config.alarms.d_loss_below, config.alarms.d_loss_steps)
+        watch = DiscriminatorWatch(
+            config.alarms.d_loss_below, config.alarms.d_loss_steps, config.stability.label_smoothing
+        )
         scorer = Scorer(config, data, device, tracker)
         real_images = torch.from_numpy(data.x_train).to(device) * 2 - 1  # (N, C, H, W) in [-1, 1]
         real_images = real_images.contiguous(memory_format=layout)

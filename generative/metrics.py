@@ -7,6 +7,8 @@ feature network: a "Fréchet LeNet distance" (FLD). Lower is better; 0 means ide
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -115,11 +117,15 @@ def reconstruction_errors(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, flo
 
 
 class DiscriminatorWatch:
-    """Alarm when the discriminator wins outright: its loss stays below `threshold` for `patience` steps."""
+    """Alarm when the discriminator wins outright: its loss stays within `threshold` of its floor for `patience`
+    steps. The floor is 0, or with one-sided label smoothing s the entropy of the real target 1 - s (0.325 at 0.1),
+    the least a perfect discriminator can score."""
 
-    def __init__(self, threshold: float, patience: int):
+    def __init__(self, threshold: float, patience: int, smoothing: float = 0.0):
         self.threshold, self.patience, self.run = threshold, patience, 0
+        p = 1.0 - smoothing
+        self.floor = 0.0 if smoothing == 0 else -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
     def update(self, d_loss: float) -> bool:
-        self.run = self.run + 1 if d_loss < self.threshold else 0
+        self.run = self.run + 1 if d_loss - self.floor < self.threshold else 0
         return self.run >= self.patience

@@ -78,6 +78,9 @@ def test_mode_collapse_alarm_thresholds():
 def test_discriminator_watch_needs_consecutive_steps():
     watch = metrics.DiscriminatorWatch(threshold=0.05, patience=3)
     assert [watch.update(v) for v in (0.01, 0.01, 0.5, 0.01, 0.01, 0.01)] == [False] * 5 + [True]
+    smoothed = metrics.DiscriminatorWatch(threshold=0.05, patience=1, smoothing=0.1)  # floor: H(0.9) = 0.3251
+    assert smoothed.floor == pytest.approx(0.325083, abs=1e-6)
+    assert smoothed.update(0.36) and not smoothed.update(0.38)
 
 
 def test_frechet_lenet_distance_is_zero_on_identical_sets_and_grows_with_a_shift():
