@@ -54,12 +54,13 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     train_run(parse_config({**base, "total_steps": 5, "eval_every": 5}), out / "warmup")
-    sequential = []
+    sequential, sequential_cpu = [], []
     for seed in seeds:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         train_run(parse_config({**base, "seed": seed}), out / "sequential" / f"seed-{seed}")
         sequential.append(time.perf_counter() - start)
-        print(f"sequential seed {seed}: {sequential[-1]:.1f} s", flush=True)
+        sequential_cpu.append(time.process_time() - cpu_start)
+        print(f"sequential seed {seed}: {sequential[-1]:.1f} s ({sequential_cpu[-1]:.1f} CPU s)", flush=True)
     total_sequential = sum(sequential)
 
     import ray
@@ -76,7 +77,9 @@ def main() -> None:
     assert all(row["status"] == "done" for row in outcome.rows), outcome.rows
 
     # Slot-seconds per trial not spent in train_run: process start, imports, scheduling, reports, W&B teardown.
-    in_trials = sum(json.loads((Path(row["run_dir"]) / "trial.json").read_text())["train_s"] for row in outcome.rows)
+    records = [json.loads((Path(row["run_dir"]) / "trial.json").read_text()) for row in outcome.rows]
+    in_trials = sum(r["train_s"] for r in records)
+    trial_cpu = sum(r["cpu_s"] for r in records) / args.trials
     overhead = (args.cpus * sweep_time - in_trials) / args.trials
     print()
     print(
@@ -93,6 +96,7 @@ def main() -> None:
     print(
         f"Ray overhead per trial:         {overhead:7.1f} s   ({args.cpus} x sweep time - time in train_run) / trials"
     )
+    print(f"CPU per trial: sequential {sum(sequential_cpu) / args.trials:.1f} s, in a Ray trial {trial_cpu:.1f} s")
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     speedup = total_sequential / sweep_time
     print(f"target >= 1.7x on the trials: {'met' if speedup >= 1.7 else 'NOT met'} ({speedup:.2f}x)")

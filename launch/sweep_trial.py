@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 CLOSE_TIMEOUT_S = 60  # how long a stopped trial's process waits for its W&B run to finish
 CONFIG_ERROR = "dlforge/config_error"  # a trial reports this (and stops the sweep) on bad input
-TRIAL_FILE = "trial.json"  # in a trial's run folder: {"status": "done" | "stopped", "step", "train_s"}
+TRIAL_FILE = "trial.json"  # in a trial's run folder: {"status": "done" | "stopped", "step", "train_s", "cpu_s"}
 
 
 class TuneTracker(LocalTracker):
@@ -133,7 +133,7 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
         return trackers[-1]
 
     status = None
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         spec = parse_config(plan.trial_document(params))
         # A retry (or --resume) continues the run folder from its newest checkpoint.
@@ -149,7 +149,12 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
     finally:
         if status and run_dir.exists():
             step = trackers[-1].step if trackers else None
-            record = {"status": status, "step": step, "train_s": round(time.perf_counter() - start, 3)}
+            record = {
+                "status": status,
+                "step": step,
+                "train_s": round(time.perf_counter() - start, 3),  # wall seconds in train_run
+                "cpu_s": round(time.process_time() - cpu_start, 3),  # CPU seconds of this process meanwhile
+            }
             io.atomic_write_text(run_dir / TRIAL_FILE, json.dumps(record))
         # The run is finished (train_run closed it); stop W&B's service now, while this process is
         # whole, rather than in an atexit hook that Ray's actor exit races.
