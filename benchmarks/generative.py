@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the generative package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from generative.common import torch_threads
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from generative.common import torch_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -267,10 +271,14 @@ BENCHES = {"ae": bench_ae, "gan": bench_gan, "vae": bench_vae, "dcgan": bench_dc
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", default=list(BENCHES), choices=list(BENCHES))
+    parser.add_argument("which", nargs="*", help=f"any of {', '.join(BENCHES)} (default: all)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/dlforge-bench"), help="scratch folder for runs")
     parser.add_argument("--steps", type=int, default=None, help="override every config's total_steps")
     args = parser.parse_args()
+    unknown = [name for name in args.which if name not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
+    args.which = args.which or list(BENCHES)
     args.overrides = lambda kind: [] if args.steps is None else [f"total_steps={args.steps}",
                                                                  f"eval_every={args.steps}"]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
