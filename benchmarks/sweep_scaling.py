@@ -1,13 +1,15 @@
 """Does a sweep use the cores? 4 CPU-bound trials on a 2-CPU embedded Ray cluster vs the same 4 in a row.
 
-    python benchmarks/sweep_scaling.py                  # 4 classify trials of 600 steps, 1 torch thread each
-    python benchmarks/sweep_scaling.py --steps 300 --trials 4 --cpus 2
+    python -P benchmarks/sweep_scaling.py               # 4 classify trials of 2000 steps, 1 torch thread each
+    python -P benchmarks/sweep_scaling.py --steps 800 --trials 4 --cpus 2
+
+(-P keeps benchmarks/ off the import path, where benchmarks/generative.py would shadow the generative package.)
 
 Each trial is `classify` (LeNet-5 on sklearn digits, `torch_threads: 1`): one core's worth of work.
 Sequential: the 4 runs one after another through `launch.run.train_run`, in this process, after a
 warm-up run, so imports and data loading are already paid (the fairest case for sequential).
 Sweep: `launch.sweep.run_sweep` over the 4 seeds on `ray.init(address="local", num_cpus=2)`, one CPU per
-trial, everything a sweep does included (a Ray actor per trial, W&B per trial, Tune reports, checkpoints).
+trial, everything a sweep does included (Ray worker processes, W&B per trial, Tune reports, checkpoints).
 
 Reports the speed-up of the sweep over sequential, with and without the one-off cluster start, and the
 overhead Ray adds per trial: (cpus x sweep time - time spent in train_run inside the trials) / trials, the
@@ -32,7 +34,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=600, help="gradient steps per trial")
+    parser.add_argument("--steps", type=int, default=2000, help="gradient steps per trial (about 15 s of one core)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the embedded cluster")
     parser.add_argument("--wandb", choices=["offline", "disabled"], default="offline")
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
