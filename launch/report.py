@@ -77,6 +77,7 @@ def write_report(dirs: list[Path], out: Path) -> Path:
     curves = plot_curves(groups, out / "curves")
     media = copy_media(runs, out / "media")
     table = comparison(groups)
+    sweeps = [json.loads((d / "results.json").read_text()) for d in dirs if (d / "results.json").is_file()]
     _write_csv(table, out / "comparison.csv")
     io.atomic_write_text(
         out / "report.json",
@@ -91,7 +92,7 @@ def write_report(dirs: list[Path], out: Path) -> Path:
         ),
     )
     index = out / "index.html"
-    io.atomic_write_text(index, render_html(dirs, groups, table, curves, media, out))
+    io.atomic_write_text(index, render_html(dirs, groups, table, curves, media, out, sweeps))
     return index
 
 
@@ -314,7 +315,7 @@ def _write_csv(table: list[dict], path: Path) -> None:
 # --- html ---------------------------------------------------------------------------------------------------
 
 
-def render_html(dirs, groups, table, curves, media, out: Path) -> str:
+def render_html(dirs, groups, table, curves, media, out: Path, sweeps: list[dict]) -> str:
     e = html.escape
     keys = list(dict.fromkeys(k for row in table for k in row["metrics"]))[:8]
     head = "".join(f"<th>{e(k)}</th>" for k in ("config", "seeds", *keys))
@@ -354,11 +355,34 @@ Curves show the mean across seeds with a min-max band.</p>
 <h2>Comparison</h2>
 <p>Final values per config, mean ± std over seeds (all columns in <a href="comparison.csv">comparison.csv</a>).</p>
 <table><tr>{head}</tr>{"".join(body)}</table>
+{sweep_tables(sweeps)}
 <h2>Learning curves</h2>
 <div class=grid>{figures}</div>
 {"<h2>Samples and reconstructions</h2>" + "".join(images) if images else ""}
 </body></html>
 """
+
+
+def sweep_tables(sweeps: list[dict]) -> str:
+    """For each sweep folder given: its trials with their metric, status and error (results.json)."""
+    e = html.escape
+    parts = []
+    for sweep in sweeps:
+        metric, trials = sweep["metric"], sweep["trials"]
+        keys = sorted({k for t in trials for k in t["params"]})
+        head = "".join(f"<th>{e(k)}</th>" for k in ("trial", *keys, metric, "step", "status"))
+        rows = []
+        for t in trials:
+            value = t.get(metric)
+            status = t["status"] + (f": {t['error']}" if t.get("error") else "")
+            cells = [t["trial"], *(json.dumps(t["params"].get(k)) for k in keys)]
+            cells += ["-" if value is None else f"{value:.4g}", str(t.get("step", "-")), status]
+            rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
+        parts.append(
+            f"<h2>Sweep {e(sweep['sweep'])}: {e(metric)} ({e(sweep['mode'])})</h2>"
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        )
+    return "".join(parts)
 
 
 # --- helpers --------------------------------------------------------------------------------------------------

@@ -164,3 +164,27 @@ def test_index_html_images_all_load_in_headless_chromium(runs, tmp_path):
     # The check can fail: a missing image is reported.
     (tmp_path / "report" / "curves" / "losses_loss.png").unlink()
     assert images_in_chromium(chromium, index)["broken"] == ["curves/losses_loss.png"]
+
+
+def test_a_sweep_folder_reports_its_trials_with_status_and_error(tmp_path):
+    sweep = tmp_path / "sweeps" / "s"
+    make_run(sweep / "trials", "s-000", lr=0.1, seed=0, curve_points={10: 0.5})
+    make_run(sweep / "trials", "s-001", lr=0.01, seed=0, curve_points={10: 0.2})
+    trials = [
+        {"trial": "s-000", "status": "done", "eval/score": 0.5, "step": 10, "params": {"lr": 0.1, "seed": 0}},
+        {
+            "trial": "s-001",
+            "status": "error",
+            "eval/score": None,
+            "step": 10,
+            "params": {"lr": 0.01, "seed": 0},
+            "error": "RuntimeError: boom",
+        },
+    ]
+    (sweep / "results.json").write_text(
+        json.dumps({"sweep": "s", "metric": "eval/score", "mode": "max", "trials": trials})
+    )
+    page = write_report([sweep], sweep / "report").read_text()
+    assert "<h2>Sweep s: eval/score (max)</h2>" in page
+    assert "error: RuntimeError: boom" in page and "<td>0.5</td>" in page
+    assert (sweep / "report" / "curves" / "eval_score.png").exists()
