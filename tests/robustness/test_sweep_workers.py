@@ -3,7 +3,8 @@
 `dlforge sweep` runs on an embedded Ray cluster in its own process; once a trial has logged a few steps, the Ray
 worker process running it is found (it holds the trial's metrics.jsonl open) and SIGKILLed. Tune retries the
 trial (max_failures), the retry resumes the trial's run folder from its newest checkpoint, and the sweep completes:
-exit 0, every trial done, the killed trial's metrics holding each step exactly once.
+exit 0, every trial done, the killed trial's metrics holding each step exactly once. The whole sweep runs
+without network (`unshare -n`, loopback only), which is also test_offline's check of `dlforge sweep`.
 Uses the `sweeptest` kind (tests/sweep_trainer.py), a contract-following trainer that only sleeps and logs.
 """
 
@@ -50,6 +51,11 @@ def _holder_of(path: Path) -> int | None:
     return None
 
 
+def _can_unshare() -> bool:
+    done = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True)
+    return done.returncode == 0
+
+
 def _alive(pid: int) -> bool:
     try:
         return (Path("/proc") / str(pid) / "stat").read_text().split()[2] != "Z"
@@ -85,8 +91,11 @@ def test_a_killed_worker_is_retried_and_the_sweep_completes(tmp_path):
     )
     out = tmp_path / "runs"
     pythonpath = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    # No network either (guarantee 6): the driver, its Ray cluster and the trials run in a namespace with only
+    # loopback, where the embedded cluster talks to itself.
+    offline = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"'] if _can_unshare() else []
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(sweep_file), str(out)],
+        [*offline, sys.executable, "-c", DRIVER, str(sweep_file), str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
