@@ -69,6 +69,10 @@ IMPOSSIBLE: dict[str, list[tuple[list[str], str]]] = {
         (["env_id=FrozenLak-v1"], "did you mean 'FrozenLake-v1'"),
     ],
     "gan": [(["data=cifar10"], "data"), (["discriminator={type: cnn, conv: [[8, 64, 1, valid]]}"], "discriminator")],
+    "dcgan": [(["data=cifar10"], "data"), (["data=npz:/nonexistent.npz"], "data")],
+    "ae": [(["data=cifar10"], "data"), (["encoder={type: cnn, conv: [[8, 64, 1, valid]]}"], "encoder")],
+    "vae": [(["data=cifar10"], "data"), (["encoder={type: mlp, hidden: [8], activation: relu6}"], "relu6")],
+    "seq2seq_ae": [(["data=cifar10"], "data"), (["encoder={type: mlp, hidden: [8]}"], "encoder")],
 }
 
 
@@ -161,6 +165,10 @@ MISMATCH = {
     "drqn": "network={type: gru, hidden_size: 8}",
     "qlearning": "env_id=FrozenLake8x8-v1",
     "gan": "generator={type: mlp, hidden: [8]}",
+    "dcgan": "ngf=16",
+    "ae": "code_dim=8",
+    "vae": "latent_dim=8",
+    "seq2seq_ae": "code_dim=8",
 }
 
 
