@@ -69,3 +69,62 @@ def test_every_kind_parses_its_defaults(kind):
     spec = parse_config({"kind": kind})
     assert spec.kind == kind
     assert {"total_steps", "seed", "device"} <= set(_fields(kind)), "every Config has total_steps, seed, device"
+
+
+def _nested(kind: str) -> st.SearchStrategy:
+    """Broken values for the fields of nested dataclasses (dqn.prioritized.alpha, gan.stability...)."""
+    hints = typing.get_type_hints(trainer_module(kind).Config)
+    cases = []
+    for name, tp in hints.items():
+        if not dataclasses.is_dataclass(tp):
+            continue
+        inner = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            cases.append(st.tuples(st.just(f"{name}.{f.name}"), _wrong_value(inner[f.name])))
+            for key in ("gt", "ge", "lt", "le"):
+                if key in f.metadata:
+                    bound = f.metadata[key] - 1 if key in ("gt", "ge") else f.metadata[key] + 1
+                    cases.append(st.tuples(st.just(f"{name}.{f.name}"), st.just(bound)))
+    return st.one_of(*cases) if cases else st.nothing()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        k
+        for k in KINDS
+        if any(dataclasses.is_dataclass(t) for t in typing.get_type_hints(trainer_module(k).Config).values())
+    ],
+)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_broken_nested_field_is_one_line_naming_it(kind, data):
+    key, value = data.draw(_nested(kind))
+    parent, child = key.split(".")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"kind": kind, parent: {child: value}})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(key), message
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_broken_override_through_the_cli_exits_2_without_a_run_folder(kind, data, tmp_path_factory, capsys):
+    import yaml
+
+    from launch.cli import main
+
+    key, value = data.draw(_broken(kind))
+    text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    out = tmp_path_factory.mktemp("fuzz")
+    config = out / "c.yaml"
+    config.write_text(f"kind: {kind}\n")
+    code = main(["train", str(config), f"{key}={text}", "--out", str(out / "runs"), "--name", "x"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert not (out / "runs" / "x").exists()
