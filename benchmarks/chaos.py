@@ -12,7 +12,9 @@ config and metrics rewrite, the resume itself). After every kill:
 
 - every checkpoint in checkpoints/ loads (a half-written one would fail its checksum or its parse),
 - the newest checkpoint loads and never goes back in steps,
-- `steps lost` = the newest step in metrics.jsonl minus the step of the checkpoint the resume continues from.
+- `steps lost` = the newest step in metrics.jsonl minus the step of the checkpoint the resume continues from
+  (logged steps, so a lower bound by at most one logging interval; a kill that lands before the resumed
+  process trained anything loses nothing new).
 
 At the end metrics.jsonl must hold each (step, metric) once, in step order, with every periodic point present
 (no duplicated and no missing steps after any resume point), and the last checkpoint must be at total_steps.
@@ -251,6 +253,10 @@ def chaos_run(
             report.errors.append(f"kill {attempt}: newest checkpoint went back from {resume_step} to {newest}")
         resume_step = newest if newest is not None else resume_step
         leftovers = len([p for p in run_dir.rglob("*.tmp")]) if run_dir.exists() else 0
+        lost = max(0, (logged or 0) - (newest or 0))
+        previous = report.kills[-1] if report.kills else None
+        if previous and (previous.logged_step, previous.resume_step) == (logged, newest):
+            lost = 0  # killed before it trained (or even truncated metrics.jsonl): those steps were counted already
         kill = Kill(
             kind=kind,
             attempt=attempt,
@@ -260,7 +266,7 @@ def chaos_run(
             resume_step=newest,
             checkpoints=count,
             loaded=loaded,
-            lost=max(0, (logged or 0) - (newest or 0)),
+            lost=lost,
             leftovers=leftovers,
             damaged=damaged,
         )
