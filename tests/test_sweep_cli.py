@@ -115,7 +115,8 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
     )
     try:
         deadline = time.monotonic() + 120
-        while not list(trials.glob("*/summary.json")):  # a trial finished
+        # One trial at a time: once the second has started, Tune has taken the first as finished.
+        while len(list(trials.glob("*/config.yaml"))) < 2:
             assert sweep.poll() is None and time.monotonic() < deadline, "sweep ended before the interrupt"
             time.sleep(0.2)
         sweep.send_signal(signal.SIGINT)  # Ctrl+C
@@ -124,8 +125,15 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path
         sweep.kill()
     assert sweep.returncode == 130, output[-3000:]
     assert "--resume" in output
-    finished = {p.parent.name: (p.parent / "metrics.jsonl").stat().st_mtime_ns for p in trials.glob("*/summary.json")}
-    assert 1 <= len(finished) < 3
+    # What the interrupted sweep counted as finished (a trial whose last result Tune had not yet taken in
+    # when Ctrl+C came is unfinished, and continues from its last checkpoint).
+    interrupted = json.loads((out / "sweeps" / "slow" / "results.json").read_text())["trials"]
+    finished = {
+        t["trial"]: (trials / t["trial"] / "metrics.jsonl").stat().st_mtime_ns
+        for t in interrupted
+        if t["status"] == "done"
+    }
+    assert 1 <= len(finished) < 3 and {t["status"] for t in interrupted} == {"done", "unfinished"}
 
     resumed = subprocess.run(
         [*command, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=180
