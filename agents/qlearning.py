@@ -178,6 +178,11 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
         last_eval = _evaluate_table(config, q_table, config.eval_episodes, config.seed + 10_000)
         tracker.log({"eval/mean_return": last_eval["mean_return"]}, step)
     tracker.checkpoint(_tree(q_table, step, rng), step, best=True, metric=last_eval["mean_return"])
+    # The table as a heat map (with the greedy policy on grid worlds), where `dlforge report` finds run media.
+    picture = plot_q_table(
+        q_table, config.env_id, tracker.run_dir / "media" / f"q_table-{step:09d}.png", env_kwargs=config.env_kwargs
+    )
+    tracker.image("q_table", picture, step, caption=f"Q-table of {config.env_id} at step {step}")
     summary = {
         "eval/mean_return": last_eval["mean_return"],
         "eval/std_return": last_eval["std_return"],

@@ -66,6 +66,7 @@ def test_train_checkpoint_evaluate_and_resume(tmp_path):
     summary = qlearning.train(config, tracker)
     tracker.close()
     assert summary["eval/mean_return"] == 1.0  # the deterministic lake is learnt in a few thousand steps
+    assert (tmp_path / "run" / "media" / "q_table-000003000.png").exists()  # picked up by `dlforge report`
 
     tree, meta = io.load(sorted((tmp_path / "run" / "checkpoints").glob("step-*.json"))[-1])
     assert meta["step"] == 3000 and tree["step"] == 3000
