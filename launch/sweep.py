@@ -19,6 +19,7 @@ scheduler stops it, so every offline run holds every step its trial reported.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -38,7 +39,7 @@ import yaml
 from launch.config import apply_overrides, from_dict, parse_config, read_yaml, to_dict
 from launch.registry import TRAINERS, trainer_module
 from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE, trainable, trial_label
-from launch.tracking import checkpoint_stems
+from launch.tracking import _check_wandb_online, checkpoint_stems
 from networks import io
 from networks.errors import ConfigError
 from networks.spec import did_you_mean
@@ -241,6 +242,7 @@ def plan_sweep(
             set_dotted(trial, key, value)
             parse_config(trial)
     _check_metric(spec.kind, settings.metric)
+    _check_wandb_online(spec.tracking)  # online without an API key: say so now, not from the first trial
     total_steps = int(getattr(spec.config, "total_steps", 0) or 0)
     if settings.scheduler.type == "asha":
         max_t = settings.scheduler.max_t or total_steps
@@ -373,7 +375,7 @@ class SweepOutcome:
 
 def run_sweep(plan: SweepPlan, *, address: str | None = None, resume: bool = False) -> SweepOutcome:
     """Run (or continue) the sweep on Ray and write its results. Bad input removes a new sweep folder."""
-    created = not plan.sweep_dir.exists()
+    created = [p for p in (plan.sweep_dir, *plan.sweep_dir.parents) if not p.exists()]  # to undo on bad input
     started_ray = False
     try:
         started_ray = connect(address, plan)
@@ -389,6 +391,9 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None, resume: bool = Fal
     except ConfigError:
         if created:
             shutil.rmtree(plan.sweep_dir, ignore_errors=True)
+            for folder in created[1:]:  # runs/sweeps/ (and runs/) if this sweep made them
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         raise
     finally:
         if started_ray:

@@ -59,10 +59,12 @@ def free_port() -> int:
 CLASSIFY = {"kind": "classify", "total_steps": 10, "eval_every": 10, "batch_size": 32}
 
 
-@pytest.mark.parametrize("case", ["unknown type", "empty grid", "unknown metric", "gpu", "unreachable address"])
+@pytest.mark.parametrize(
+    "case", ["unknown type", "empty grid", "unknown metric", "gpu", "unreachable address", "wandb online, no key"]
+)
 def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
     sweep = {"base": CLASSIFY, "metric": "eval/accuracy", "space": {"lr": {"grid": [1e-3]}}}
-    flags, expected = [], ""
+    flags, overrides, expected = [], [], ""
     if case == "unknown type":
         sweep["space"] = {"lr": {"logunifrom": [1e-4, 1e-2]}}
         expected = "error: space.lr: unknown search-space type 'logunifrom' (did you mean 'loguniform'?)"
@@ -77,16 +79,18 @@ def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
             ["--gpus-per-trial", "0.5"],
             "error: resources.gpu: 0.5 GPU per trial, but the Ray cluster has no GPU",
         )
-    else:
+    elif case == "unreachable address":
         flags, expected = ["--address", f"127.0.0.1:{free_port()}"], "error: --address: cannot reach a Ray cluster"
+    else:
+        overrides, expected = ["tracking.wandb=online"], "error: tracking.wandb: online needs a W&B API key"
     path = write_sweep(tmp_path / "bad.yaml", **sweep)
     start = time.monotonic()
     done = subprocess.run(
-        [*DLFORGE, "sweep", str(path), "--out", str(tmp_path / "runs"), *flags],
+        [*DLFORGE, "sweep", str(path), *overrides, "--out", str(tmp_path / "runs"), *flags],
         capture_output=True,
         text=True,
         timeout=60,
-        env=env(),
+        env={k: v for k, v in env().items() if k != "WANDB_API_KEY"},
         cwd=tmp_path,
     )
     elapsed = time.monotonic() - start
@@ -96,7 +100,7 @@ def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
     assert lines[-1].startswith(expected), lines[-1]
     assert "Traceback" not in done.stderr
     assert len(lines) == 1, done.stderr
-    assert not (tmp_path / "runs" / "sweeps" / "bad").exists()  # no sweep folder left behind
+    assert not (tmp_path / "runs").exists()  # no sweep folder left behind
 
 
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
