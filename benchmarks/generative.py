@@ -210,7 +210,7 @@ def bench_dcgan(args) -> dict:
     reference_shares = class_histogram(judge.predict(samples), 10).tolist()
     shares = [summary[f"eval/class_{c}"] for c in range(10)]
 
-    interleaved = interleaved_throughput(config, dcgan, rounds=3, steps=100)
+    interleaved = interleaved_throughput(config, dcgan, rounds=10, steps=50)
     ratio = summary["charts/images_per_s"] / reference_ips
     return {
         "dlforge_fld": summary["eval/fld"], "reference_fld": reference_fld,

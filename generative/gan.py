@@ -11,6 +11,7 @@ wins outright (loss near zero for many steps). Images in [-1, 1] inside, [0, 1] 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,7 +182,7 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
         scorer = Scorer(config, data, device, tracker)
         real_images = torch.from_numpy(data.x_train).to(device) * 2 - 1  # (N, C, H, W) in [-1, 1]
         real_images = real_images.contiguous(memory_format=layout)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else contextlib.nullcontext()
         fixed_noise = fixed_noise.to(device)
         specs = {"generator": {"latent_dim": config.latent_dim, "image_shape": list(data.shape)}}
 

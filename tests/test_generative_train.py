@@ -86,6 +86,15 @@ def test_dcgan_trains_and_samples(tmp_path, data, size):
     assert_unit_images(trainer_module("dcgan").generate(config, tree, n=5, seed=0), (5, 1, size, size))
 
 
+def test_dcgan_gpu_speed_options_run_on_the_cpu(tmp_path):
+    # bf16 autocast and channels_last are meant for GPUs; they must still train (slowly) on a CPU
+    _, summary, _, tree = train(
+        "dcgan", tmp_path / "dcgan", data="digits", image_size=16, ngf=4, ndf=4, batch_size=8, total_steps=2,
+        eval_every=2, judge_steps=0, amp=True, channels_last=True,
+    )  # fmt: skip
+    assert tree["step"] == 2 and math.isfinite(summary["charts/images_per_s"])
+
+
 @pytest.mark.parametrize("arch, noise_std", [("conv", 0.0), ("dense", 0.3)])
 def test_autoencoders_report_reconstruction_and_reconstruct_on_generate(tmp_path, arch, noise_std):
     run = tmp_path / "ae"
@@ -99,10 +108,7 @@ def test_autoencoders_report_reconstruction_and_reconstruct_on_generate(tmp_path
 
 
 def test_conv_autoencoder_on_env_frames_saves_an_encoder_agents_can_rebuild(tmp_path):
-    import envs
-    from generative import data
-
-    data.register_env_factory(envs.make)  # what launch.registry does for `dlforge train`
+    trainer_module("ae")  # launch.registry hands envs.make to generative.data, as for `dlforge train`
     _, _, _, tree = train("ae", tmp_path / "ae", data="env:MiniGrid-Empty-5x5-v0", env_frames=100, total_steps=5,
                           eval_every=5, batch_size=16)  # fmt: skip
     spec = tree["specs"]["encoder"]
