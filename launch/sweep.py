@@ -330,9 +330,30 @@ def tune_scheduler(plan: SweepPlan):
 
 def main(args) -> int:
     """`dlforge sweep SWEEP.yaml [overrides] [--address] [--cpus-per-trial] ... [--resume]`."""
-    if args.address or os.environ.get("RAY_ADDRESS"):
-        # `ray start --head` turns on token auth in Ray 2.60, and Ray reads this when it is imported.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    joining = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    # `ray start --head` turns on token auth in Ray 2.60, and Ray reads this when it is imported. It is set
+    # for this command only: left behind, it would also reach the GCS of a later embedded cluster in the
+    # same process, whose driver (imported without it) would then be refused.
+    with _environment(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token") if joining else None):
+        return _sweep_command(args)
+
+
+@contextlib.contextmanager
+def _environment(**values: str | None):
+    """Set the environment variables whose value is not None, and restore them afterwards."""
+    saved = {key: os.environ.get(key) for key, value in values.items() if value is not None}
+    os.environ.update({key: value for key, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _sweep_command(args) -> int:
     plan = load_sweep(
         args.sweep_config,
         args.overrides,
