@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -71,6 +72,7 @@ class Config:
     learning_rate_final: float | None = field(default=None, metadata={"ge": 0})  # linear decay to this (zoo's lin_)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     loss: Literal["huber", "mse"] = "huber"  # huber = smooth L1, SB3's and the Nature paper's
+    compile: bool = False  # dlforge: the update step as one compiled graph (agents/compiled.py); long runs
     buffer_size: int = field(default=1_000_000, metadata={"ge": 1})
     compact_replay: bool = False  # stacked uint8 frames: store each frame once (agents/frame_replay.py)
     learning_starts: int = field(default=100, metadata={"ge": 0})  # random actions, no updates until then
@@ -106,6 +108,8 @@ class Config:
                 f"must be <= exploration_initial_eps "
                 f"({self.exploration_initial_eps}), got {self.exploration_final_eps}",
             )
+        if self.compile and self.optimizer != "adam":
+            raise ConfigError("compile", f"compiles the Adam update only; set optimizer: adam (got {self.optimizer})")
         if self.compact_replay and self.prioritized.enabled:
             raise ConfigError("compact_replay", "samples uniformly; set prioritized.enabled: false to use it")
 
@@ -203,6 +207,14 @@ class Learner:
         self.q_sum = torch.zeros((), device=device)
         self.logged_updates = 0
         self.dirty = False  # updated since the last target sync
+        self.compiled = None
+        if config.compile:
+            from agents.compiled import CompiledUpdate
+
+            self.compiled = CompiledUpdate(q_net, self.optimizer, loss=config.loss, max_grad_norm=config.max_grad_norm,
+                                           skip_nonfinite=config.nan_policy == "skip", loss_sum=self.loss_sum,
+                                           q_sum=self.q_sum)  # fmt: skip
+            self.ones = torch.ones(config.batch_size, device=device)  # uniform replay's importance weights
 
     def train_phase(self, replay, num_updates: int, beta: float, rng: np.random.Generator) -> int:
         """`num_updates` gradient steps; returns how many were skipped as non-finite (nan_policy: skip).
@@ -217,11 +229,15 @@ class Learner:
                     skipped += 1
                 else:
                     replay.update_priorities(batch.indices, td_errors)
-            return skipped
-        batches = replay.sample(config.batch_size, num_updates)  # (G, B, ...)
-        targets = None if config.double_q else self.targets(batches)  # (G, B)
-        for g, batch in enumerate(split(batches)):
-            skipped += self.update(batch, self.targets(batch) if targets is None else targets[g]) is None
+        else:
+            batches = replay.sample(config.batch_size, num_updates)  # (G, B, ...)
+            targets = None if config.double_q else self.targets(batches)  # (G, B)
+            for g, batch in enumerate(split(batches)):
+                skipped += self.update(batch, self.targets(batch) if targets is None else targets[g]) is None
+        if self.compiled is not None and self.compiled.skip_nonfinite:  # it counts its skips on the device
+            skipped = int(self.compiled.skipped.item())
+            self.compiled.skipped.zero_()
+            self.logged_updates -= skipped
         return skipped
 
     @torch.no_grad()
@@ -235,6 +251,18 @@ class Learner:
 
     def update(self, batch: Batch, targets: torch.Tensor) -> torch.Tensor | None:
         """One gradient step towards `targets` (B,); returns the TD errors, or None if skipped as non-finite."""
+        if self.compiled is not None:  # the same step, as one compiled graph
+            weights = self.ones if batch.weights is None else batch.weights
+            try:
+                td_errors = self.compiled(batch.obs, batch.actions, targets, weights)
+            except Exception as e:  # compiling failed (no C++ compiler?): nothing ran; go on eagerly
+                if self.compiled.calls:
+                    raise
+                warnings.warn(f"compile: true failed ({type(e).__name__}: {e}); using the eager update", stacklevel=2)
+                self.compiled = None
+                return self.update(batch, targets)
+            self.dirty, self.logged_updates = True, self.logged_updates + 1
+            return td_errors
         q_values = self.q_net(batch.obs)  # (B, A)
         q_taken = q_values.gather(1, batch.actions[:, None]).squeeze(1)  # (B,)
         loss = losses.td_loss(q_taken, targets, self.config.loss, batch.weights)
@@ -454,6 +482,8 @@ def restore(tree: dict, learner: Learner, replay, rng: np.random.Generator) -> C
     io.load_module_state(learner.q_net, tree["q_net"], "q_net")
     io.load_module_state(learner.target_net, tree["target_net"], "target_net")
     io.load_optimizer_state(learner.optimizer, tree["optimizer"])
+    if learner.compiled is not None:
+        learner.compiled.rebind()
     try:
         counters = Counters(**tree["counters"])
     except TypeError as e:

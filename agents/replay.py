@@ -214,6 +214,7 @@ class ReplayBuffer:
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
         """p_i = |δ_i| + ε, stored as p_i^α."""
         priorities = td_errors.detach().abs().cpu().double().numpy() + self.priority_eps
+        priorities[~np.isfinite(priorities)] = self.max_priority  # a skipped (non-finite) update's batch
         self.max_priority = max(self.max_priority, float(priorities.max()))
         self.tree.update(indices.cpu().numpy(), priorities**self.alpha)
 

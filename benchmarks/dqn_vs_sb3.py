@@ -49,6 +49,12 @@ SHARED = (
 EVAL_SEED = 1_000_000  # final evaluation episodes use seeds no training run saw
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of the children it waited for (the compiler, when torch.compile runs)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 # --- worker: one training run in its own process --------------------------------------------------
 
 
@@ -64,6 +70,10 @@ def worker(job: dict) -> dict:
     document.update(seed=job["seed"], torch_threads=job["threads"])
     if job.get("steps"):
         document["total_steps"] = job["steps"]
+    if job["framework"] == "dlforge":
+        for item in job.get("dlforge_set", []):
+            key, _, value = item.partition("=")
+            document[key] = yaml.safe_load(value)
     run = run_dlforge if job["framework"] == "dlforge" else run_sb3
     return run(document, job)
 
@@ -81,10 +91,10 @@ def run_dlforge(document: dict, job: dict) -> dict:
         timed = dqn.evaluate_net
 
         def evaluate_net(*args, **kwargs):
-            start, cpu = time.perf_counter(), time.process_time()
+            start, cpu = time.perf_counter(), cpu_seconds()
             result = timed(*args, **kwargs)
             eval_seconds[0] += time.perf_counter() - start
-            eval_seconds[1] += time.process_time() - cpu
+            eval_seconds[1] += cpu_seconds() - cpu
             return result
 
         dqn.evaluate_net = evaluate_net
@@ -92,10 +102,10 @@ def run_dlforge(document: dict, job: dict) -> dict:
         document.update(eval_every=0, eval_episodes=1)  # one short greedy episode at the end, inside train
     config = from_dict(dqn.Config, document, "")
     tracker = MemoryTracker()
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), cpu_seconds()
     summary = dqn.train(config, tracker)
     wall = time.perf_counter() - start - eval_seconds[0]
-    cpu = time.process_time() - cpu - eval_seconds[1]
+    cpu = cpu_seconds() - cpu - eval_seconds[1]
     evals = [(step, m["eval/mean_return"]) for step, m in tracker.records if "eval/mean_return" in m]
     if job["mode"] == "time-to-solve":
         solved_at = next((step for step, value in evals if value >= job["threshold"]), None)
@@ -117,7 +127,7 @@ def run_sb3(document: dict, job: dict) -> dict:
 
     kwargs = {name: document[name] for name in SHARED if name in document}
     hidden = document.get("network", {}).get("hidden", [64, 64])
-    model_start, model_cpu = time.perf_counter(), time.process_time()
+    model_start, model_cpu = time.perf_counter(), cpu_seconds()
     model = DQN(
         "MlpPolicy",
         job["env"],
@@ -135,12 +145,12 @@ def run_sb3(document: dict, job: dict) -> dict:
             nonlocal eval_seconds, eval_cpu, solved_at
             if self.num_timesteps % job["solve_every"] != 0:
                 return True
-            start, cpu = time.perf_counter(), time.process_time()
+            start, cpu = time.perf_counter(), cpu_seconds()
             env = gym.make(job["env"])
             env.reset(seed=job["seed"] + 10_000)
             mean, _ = evaluate_policy(self.model, env, n_eval_episodes=job["solve_episodes"], deterministic=True)
             eval_seconds += time.perf_counter() - start
-            eval_cpu += time.process_time() - cpu
+            eval_cpu += cpu_seconds() - cpu
             if mean >= job["threshold"]:
                 solved_at = self.num_timesteps
                 return False
@@ -149,7 +159,7 @@ def run_sb3(document: dict, job: dict) -> dict:
     callback = SolveCallback() if job["mode"] == "time-to-solve" else None
     model.learn(total_timesteps=document["total_steps"], callback=callback)
     wall = time.perf_counter() - model_start - eval_seconds
-    cpu = time.process_time() - model_cpu - eval_cpu
+    cpu = cpu_seconds() - model_cpu - eval_cpu
 
     def policy(obs):
         return model.predict(obs, deterministic=True)[0]
@@ -228,7 +238,13 @@ def final_eval(env_id: str, policy, episodes: int) -> float:
 
 
 def launch(job: dict) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"]), "PYTHONPATH": str(ROOT)}
+    # compile in this process (no worker pool), so the compiler's CPU time is counted with the run's
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(job["threads"]),
+        "PYTHONPATH": str(ROOT),
+        "TORCHINDUCTOR_COMPILE_THREADS": "1",
+    }
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env, cwd=ROOT
     )
@@ -249,6 +265,13 @@ def main() -> None:
     parser.add_argument("--solve-every", type=int, default=1000, help="time-to-solve: env steps between evals")
     parser.add_argument("--solve-episodes", type=int, default=10, help="time-to-solve: episodes per eval")
     parser.add_argument("--frameworks", nargs="+", default=["dlforge", "sb3"], choices=["dlforge", "sb3"])
+    parser.add_argument(
+        "--dlforge-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override dlforge config fields, e.g. compile=false",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every run's result here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -275,6 +298,7 @@ def main() -> None:
                     "threshold": args.threshold,
                     "solve_every": args.solve_every,
                     "solve_episodes": args.solve_episodes,
+                    "dlforge_set": args.dlforge_set,
                     "config": f"configs/dqn/{name}.yaml" if own else f"configs/dqn/{name}-zoo.yaml",
                 }
                 result = {**job, **launch(job)}

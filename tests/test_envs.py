@@ -14,9 +14,11 @@ from envs.evaluation import run_episodes
 from networks.errors import ConfigError
 
 
-def test_cartpole_uses_its_native_vector_env():
+def test_cartpole_uses_its_native_vector_env_when_that_is_faster():
     env = envs.make("CartPole-v1", num_envs=4, seed=0)
     assert isinstance(env.unwrapped, CartPoleVectorEnv) and env.num_envs == 4
+    assert isinstance(envs.make("CartPole-v1", num_envs=1).unwrapped, SyncVectorEnv)  # 1 env: sync is faster
+    assert isinstance(envs.make("CartPole-v1", num_envs=1, vectorization="vector").unwrapped, CartPoleVectorEnv)
     assert env.observation_space.shape == (4, 4) and env.single_action_space == gym.spaces.Discrete(2)
     assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
 
@@ -45,7 +47,7 @@ def test_the_seed_makes_first_resets_reproducible():
 
 
 def test_episode_statistics_are_recorded():
-    env = envs.make("CartPole-v1", num_envs=1, seed=0)
+    env = envs.make("CartPole-v1", num_envs=1, seed=0, vectorization="vector")
     env.reset()
     total, info = 0.0, {}
     while "_episode" not in info or not info["_episode"][0]:
