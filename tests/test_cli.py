@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from wandb_reader import history, offline_runs
 
 from launch.cli import main
 from launch.tracking import read_metrics
-from wandb_reader import history, offline_runs
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = str(REPO / "configs/classify/digits-lenet.yaml")
@@ -118,3 +118,10 @@ def test_help_lists_every_subcommand():
     done = subprocess.run([DLFORGE, "--help"], capture_output=True, text=True, timeout=60)
     for command in ("train", "sweep", "eval", "generate", "report", "list"):
         assert command in done.stdout
+
+
+def test_overrides_may_follow_the_flags(tmp_path, capsys):
+    assert main(["train", DIGITS, "--out", str(tmp_path), "--name", "late", "lr=-1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: lr: must be > 0, got -1.0"
+    assert main(["train", DIGITS, "--out", str(tmp_path), "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
