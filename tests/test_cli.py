@@ -123,5 +123,7 @@ def test_help_lists_every_subcommand():
 def test_overrides_may_follow_the_flags(tmp_path, capsys):
     assert main(["train", DIGITS, "--out", str(tmp_path), "--name", "late", "lr=-1"]) == 2
     assert capsys.readouterr().err.strip() == "error: lr: must be > 0, got -1.0"
-    assert main(["train", DIGITS, "--out", str(tmp_path), "--bogus"]) == 2
+    with pytest.raises(SystemExit) as info:
+        main(["train", DIGITS, "--out", str(tmp_path), "--bogus"])
+    assert info.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
