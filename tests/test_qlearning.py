@@ -92,3 +92,53 @@ def test_plot_q_table_grid_world_and_plain_table(tmp_path):
     plain = qlearning.plot_q_table(np.zeros((500, 6)), "Taxi-v4", tmp_path / "taxi.png")
     for path in (grid, plain):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_train_eval_and_a_non_discrete_env(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dlforge = str(Path(sys.executable).parent / "dlforge")
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    common = ["--out", str(tmp_path), "tracking.wandb=disabled", "total_steps=3000", "eval_episodes=5"]
+    done = subprocess.run(
+        [dlforge, "train", "--name", "lake", *common[:2], "configs/qlearning/frozenlake.yaml", *common[2:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [dlforge, "eval", str(tmp_path / "lake"), "--episodes", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("mean_return=")
+    # A Box observation space: exit 2, one line naming the field, no run folder left behind.
+    done = subprocess.run(
+        [
+            dlforge,
+            "train",
+            "--name",
+            "bad",
+            *common[:2],
+            "configs/qlearning/frozenlake.yaml",
+            *common[2:],
+            "env_id=CartPole-v1",
+            "env_kwargs={}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 2
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "env_id" in error_lines[0] and "Discrete" in error_lines[0]
+    assert not (tmp_path / "bad").exists()
