@@ -34,16 +34,6 @@ DIVERGE = {
 }
 NO_DIVERGENCE = {"qlearning": "a table with learning_rate <= 1 and finite rewards cannot become non-finite"}
 
-# Trainer failures, reported to their owners: the run stops (exit 1) but the message does not say it diverged.
-UNCLEAR = {
-    "ae": "generative/ae.py: a NaN reconstruction reaches F.binary_cross_entropy first ('all elements of input "
-    "should be between 0 and 1'), before any finiteness check",
-    "vae": "generative/vae.py: same as ae, BCE on a NaN reconstruction ('all elements of input should be between "
-    "0 and 1')",
-    "seq2seq_ae": "generative/seq2seq_ae.py: the evaluation's SVD/PCA of NaN codes raises 'LinAlgError: SVD did "
-    "not converge' before the checkpoint",
-}
-
 
 def _finite_checkpoints(run_dir) -> list[str]:
     """Names of checkpoints holding NaN/inf (should be none)."""
@@ -69,8 +59,6 @@ def test_divergence_stops_the_run_with_a_clear_message(kind, tmp_path, capsys):
     assert code == 1, f"a diverged run must not succeed: exit {code}\n{err}"
     assert len(lines) == 1 and lines[0].startswith("failed: "), err
     assert not _finite_checkpoints(run_dir), "a checkpoint holding NaN/inf was written"
-    if kind in UNCLEAR and not ("non-finite" in lines[0] or "diverged" in lines[0].lower()):
-        pytest.xfail(UNCLEAR[kind])
     assert "non-finite" in lines[0] and "TrainingDiverged" in lines[0], lines[0]
     if has_field(kind, "learning_starts"):  # agents saved step 100 before their first update: it is kept
         tree, meta = load_latest(run_dir, prefix="any")
