@@ -57,6 +57,9 @@ class Config(dqn.Config):
         kind = networks.resolve(self.network)["type"]
         if kind not in ("lstm", "gru"):
             raise ConfigError("network.type", f"drqn needs a recurrent network (lstm or gru), got '{kind}'")
+        for name in ("compile", "compact_replay"):  # dqn options for its feed-forward update and frame replay
+            if getattr(self, name):
+                raise ConfigError(name, "is a dqn option that drqn does not support; set it to false")
         window = self.burn_in + self.seq_len + self.n_step
         if self.buffer_size < 2 * window * self.num_envs:
             raise ConfigError(
@@ -308,6 +311,10 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
                 if config.prioritized.anneal_beta
                 else config.prioritized.beta0
             )
+            if config.learning_rate_final is not None:  # as dqn: linear decay over the run
+                learner.optimizer.param_groups[0]["lr"] = linear_schedule(
+                    config.learning_rate, config.learning_rate_final, config.total_steps, counters.step
+                )
             done_updates = sum(learner.update(replay, beta) for _ in range(num_updates))
             counters.updates += done_updates
             counters.skipped_updates += num_updates - done_updates

@@ -194,6 +194,8 @@ def test_unroll_from_stored_state_matches_the_actor():
 def test_config_errors():
     with pytest.raises(ConfigError, match="network.type"):
         drqn.Config(network={"type": "mlp", "hidden": [8]}).validate()
+    with pytest.raises(ConfigError, match="compact_replay"):
+        drqn.Config(compact_replay=True).validate()
     with pytest.raises(ConfigError, match="buffer_size"):
         drqn.Config(buffer_size=40, batch_size=32).validate()
     assert {f.name for f in dataclasses.fields(drqn.Config)} >= {
