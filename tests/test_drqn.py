@@ -209,6 +209,7 @@ def test_short_run_checkpoints_evaluates_and_resumes(tmp_path, variant):
 
     base = {
         "env_id": "dlforge/CartPoleNoVel-v1",
+        "learning_rate_final": 1e-5,
         "num_envs": 2,
         "total_steps": 600,
         "learning_starts": 200,
