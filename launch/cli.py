@@ -16,6 +16,9 @@ from networks.errors import CheckpointError, ConfigError
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep embedded Ray on loopback
 os.environ.setdefault("WANDB_SILENT", "true")
+# A W&B service inherited from a parent process (wandb sets WANDB_SERVICE for its children) would tie this
+# run's records to the parent's process; each dlforge process runs its own.
+os.environ.pop("WANDB_SERVICE", None)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -146,7 +146,12 @@ class LocalTracker:
             self._progress.close()
         self._metrics.close()
         if self._wandb_run is not None:
+            import wandb
+
             self._wandb_run.finish(exit_code=1 if failed else 0)
+            # finish() can return before the service has written the run file; teardown waits for it,
+            # so the offline run is complete on disk when close() returns (tests read it right away).
+            wandb.teardown()
 
     # --- W&B -------------------------------------------------------------------------------
 
