@@ -44,16 +44,31 @@ def restore_tree(
     tree: dict, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer] | None = None
 ) -> int:
     """Load every part (and optimizer) from `tree`; returns the step to continue from."""
+    parts = _mapping(tree, "model")
     for name, module in models.items():
-        state = tree.get("model", {}).get(name)
+        state = parts.get(name)
         if state is None:
-            raise CheckpointError(f"checkpoint holds no '{name}' (model parts: {sorted(tree.get('model', {}))})")
+            raise CheckpointError(f"checkpoint holds no '{name}' (model parts: {sorted(parts)})")
         io.load_module_state(module, state, f"model.{name}")
-    for name, optimizer in (optimizers or {}).items():
-        io.load_optimizer_state(optimizer, tree["optimizer"][name], f"optimizer.{name}")
+    if optimizers:
+        states = _mapping(tree, "optimizer")
+        for name, optimizer in optimizers.items():
+            if name not in states:
+                raise CheckpointError(f"checkpoint holds no optimizer '{name}' (has: {sorted(states)})")
+            io.load_optimizer_state(optimizer, states[name], f"optimizer.{name}")
     if optimizers and "rng" in tree:
         restore_rng_state(tree["rng"])
-    return int(tree.get("step", 0))
+    step = tree.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint 'step' must be a whole number >= 0, got {step!r}")
+    return step
+
+
+def _mapping(tree: dict, key: str) -> dict:
+    value = tree.get(key) if isinstance(tree, dict) else None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"checkpoint '{key}' must be a mapping of parts, got {type(value).__name__}")
+    return value
 
 
 def spec_of(tree: dict, part: str) -> dict:

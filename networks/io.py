@@ -129,11 +129,18 @@ def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], w
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, what: str = "optimizer") -> None:
-    """`optimizer.load_state_dict` with a one-line CheckpointError when the state does not fit."""
+    """`optimizer.load_state_dict` with a one-line CheckpointError when the state does not fit.
+
+    The moments and step counts come from the checkpoint; the hyperparameters (learning rate, betas, ...)
+    stay those the optimizer was built with, so a resume with `learning_rate=...` uses the new value.
+    """
+    hyperparameters = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state)
-    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f"{what}: checkpoint state does not fit this optimizer ({e})") from None
+    for group, kept in zip(optimizer.param_groups, hyperparameters):
+        group.update(kept)
 
 
 # --- tree encoding ---------------------------------------------------------------------------

@@ -230,3 +230,17 @@ def _rewrite_sidecar(path: Path, **changes: object) -> None:
     sidecar = json.loads(path.read_text())
     sidecar.update(changes)
     path.write_text(json.dumps(sidecar))
+
+
+def test_optimizer_state_loads_moments_but_keeps_the_configured_learning_rate():
+    from networks.io import load_optimizer_state
+
+    net = torch.nn.Linear(3, 2)
+    trained = torch.optim.Adam(net.parameters(), lr=0.1)
+    net(torch.ones(4, 3)).sum().backward()
+    trained.step()
+    resumed = torch.optim.Adam(net.parameters(), lr=0.5)  # a resume with learning_rate=0.5
+    load_optimizer_state(resumed, trained.state_dict())
+    assert resumed.param_groups[0]["lr"] == 0.5
+    moments = resumed.state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(moments, trained.state_dict()["state"][0]["exp_avg"])

@@ -185,20 +185,11 @@ COMMANDS = {
 }
 
 
-# Failures in trainer code, reported to their owners (tests/robustness may not edit agents/ or generative/).
-KNOWN_FAILURES = {
-    ("train --resume (generator)", "tree parts have wrong types"): "generative/common.restore_tree calls .get on "
-    "tree['model'] without checking it is a mapping: AttributeError, exit 1 instead of a CheckpointError",
-}
-
-
 def _cases():
     for command in COMMANDS:
         attacks = {**ATTACKS, **(RESUME_ONLY if "resume" in command else {})}
         for attack in attacks:
-            known = KNOWN_FAILURES.get((command, attack))
-            marks = [pytest.mark.xfail(reason=known, strict=False)] if known else []
-            yield pytest.param(command, attack, id=f"{command}: {attack}", marks=marks)
+            yield pytest.param(command, attack, id=f"{command}: {attack}")
 
 
 @pytest.mark.parametrize("command, attack", list(_cases()))
