@@ -33,6 +33,7 @@ import networks
 from agents import TrainingDiverged, dqn, losses
 from agents.episode_replay import EpisodeReplay, SequenceBatch
 from agents.schedules import crossed, linear_schedule
+from envs.evaluation import write_mp4
 from networks import io
 from networks.errors import CheckpointError, ConfigError
 from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
@@ -455,18 +456,3 @@ def evaluate_net(
         "episodes": len(flat),
         "returns": flat,
     }
-
-
-def write_mp4(frames: list[np.ndarray], path: Path, fps: int) -> Path:
-    import imageio_ffmpeg
-
-    height, width = (frames[0].shape[0] // 2) * 2, (frames[0].shape[1] // 2) * 2  # yuv420p needs even sizes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=fps, macro_block_size=1, output_params=["-loglevel", "error"]
-    )
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame[:height, :width, :3]))
-    writer.close()
-    return path
