@@ -12,7 +12,8 @@ Modes:
   reaches `--threshold`. The evaluations' own time is left out of both wall times.
 
 Each run is a fresh Python process; dlforge and SB3 alternate (the order flips every seed) so a machine whose
-load drifts treats both alike. Both use `--threads` torch threads. Wall time runs from building the agent to
+load drifts treats both alike. With `--threads N` both use N torch threads; without it each uses its own
+default (SB3: torch's, all cores; dlforge: its config's `torch_threads`). Wall time runs from building the agent to
 the end of training. The final score of both is the same deterministic evaluation: `--eval-episodes`
 greedy episodes on the same seeded envs.
 """
@@ -61,13 +62,16 @@ def cpu_seconds() -> float:
 def worker(job: dict) -> dict:
     import torch
 
-    torch.set_num_threads(job["threads"])
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
     sys.path.insert(0, str(ROOT))
     import yaml
 
     document = yaml.safe_load((ROOT / job["config"]).read_text())
     document.pop("kind", None), document.pop("tracking", None)
-    document.update(seed=job["seed"], torch_threads=job["threads"])
+    document["seed"] = job["seed"]
+    if job["threads"]:
+        document["torch_threads"] = job["threads"]
     if job.get("steps"):
         document["total_steps"] = job["steps"]
     if job["framework"] == "dlforge":
@@ -239,12 +243,9 @@ def final_eval(env_id: str, policy, episodes: int) -> float:
 
 def launch(job: dict) -> dict:
     # compile in this process (no worker pool), so the compiler's CPU time is counted with the run's
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(job["threads"]),
-        "PYTHONPATH": str(ROOT),
-        "TORCHINDUCTOR_COMPILE_THREADS": "1",
-    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    if job["threads"]:
+        env["OMP_NUM_THREADS"] = str(job["threads"])
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env, cwd=ROOT
     )
@@ -259,7 +260,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--mode", choices=["equal-work", "time-to-solve"], default="equal-work")
     parser.add_argument("--steps", type=int, default=None, help="override total env steps (default: the config's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for both (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both (default: each one's own: SB3 torch's, dlforge its config's)",
+    )
     parser.add_argument("--eval-episodes", type=int, default=20, help="final deterministic evaluation episodes")
     parser.add_argument("--threshold", type=float, default=475.0, help="time-to-solve: mean eval return to reach")
     parser.add_argument("--solve-every", type=int, default=1000, help="time-to-solve: env steps between evals")
