@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from wandb_reader import history, offline_runs, run_config
 
 from launch.config import TrackingConfig
 from launch.tracking import LocalTracker, checkpoint_stems, load_latest, read_metrics, truncate_metrics
 from networks.errors import CheckpointError, ConfigError
-from wandb_reader import history, offline_runs, run_config
 
 
 def test_metrics_jsonl_and_wandb_offline_history(tmp_path):
