@@ -30,8 +30,9 @@ class CompiledUpdate:
                  skip_nonfinite: bool, loss_sum: torch.Tensor, q_sum: torch.Tensor):  # fmt: skip
         """`loss_sum` and `q_sum` are the caller's device accumulators; skipped updates add nothing to them."""
         self.q_net, self.optimizer = q_net, optimizer
-        self.names = [name for name, _ in q_net.named_parameters()]
-        self.params = [param for _, param in q_net.named_parameters()]
+        trainable = [(name, param) for name, param in q_net.named_parameters() if param.requires_grad]
+        self.names = [name for name, _ in trainable]  # a frozen (pretrained) encoder is left out: never updated
+        self.params = [param for _, param in trainable]
         group = optimizer.param_groups[0]
         self.betas, self.eps = group["betas"], group["eps"]
         device = self.params[0].device
