@@ -278,6 +278,12 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="override dlforge config fields, e.g. compile=false",
     )
+    parser.add_argument(
+        "--dlforge-config",
+        default=None,
+        metavar="PATH",
+        help="run dlforge with this config instead (e.g. configs/dqn/lunarlander.yaml)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every run's result here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -306,6 +312,7 @@ def main() -> None:
                     "solve_episodes": args.solve_episodes,
                     "dlforge_set": args.dlforge_set,
                     "config": f"configs/dqn/{name}.yaml" if own else f"configs/dqn/{name}-zoo.yaml",
+                    **({"config": args.dlforge_config} if args.dlforge_config and framework == "dlforge" else {}),
                 }
                 result = {**job, **launch(job)}
                 results.append(result)
