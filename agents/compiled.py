@@ -26,8 +26,17 @@ from agents import losses
 class CompiledUpdate:
     """`update(obs, actions, targets, weights) -> td_errors`, updating the network in place."""
 
-    def __init__(self, q_net: nn.Module, optimizer: torch.optim.Adam, *, loss: str, max_grad_norm: float,
-                 skip_nonfinite: bool, loss_sum: torch.Tensor, q_sum: torch.Tensor):  # fmt: skip
+    def __init__(
+        self,
+        q_net: nn.Module,
+        optimizer: torch.optim.Adam,
+        *,
+        loss: str,
+        max_grad_norm: float,
+        skip_nonfinite: bool,
+        loss_sum: torch.Tensor,
+        q_sum: torch.Tensor,
+    ):
         """`loss_sum` and `q_sum` are the caller's device accumulators; skipped updates add nothing to them."""
         self.q_net, self.optimizer = q_net, optimizer
         trainable = [(name, param) for name, param in q_net.named_parameters() if param.requires_grad]
@@ -88,9 +97,14 @@ class CompiledUpdate:
                 denom = (exp_avg_sq.sqrt() / (1 - beta2**step).sqrt()) + self.eps
                 new_param = param - lr / (1 - beta1**step) * exp_avg / denom
                 if self.skip_nonfinite:  # keep the old values where the update is not finite
-                    step, exp_avg, exp_avg_sq = (torch.where(finite, new, old) for new, old in
-                                                 ((step, state["step"]), (exp_avg, state["exp_avg"]),
-                                                  (exp_avg_sq, state["exp_avg_sq"])))  # fmt: skip
+                    step, exp_avg, exp_avg_sq = (
+                        torch.where(finite, new, old)
+                        for new, old in (
+                            (step, state["step"]),
+                            (exp_avg, state["exp_avg"]),
+                            (exp_avg_sq, state["exp_avg_sq"]),
+                        )
+                    )
                     new_param = torch.where(finite, new_param, param)
                 state["step"].copy_(step)
                 state["exp_avg"].copy_(exp_avg)

@@ -211,9 +211,15 @@ class Learner:
         if config.compile:
             from agents.compiled import CompiledUpdate
 
-            self.compiled = CompiledUpdate(q_net, self.optimizer, loss=config.loss, max_grad_norm=config.max_grad_norm,
-                                           skip_nonfinite=config.nan_policy == "skip", loss_sum=self.loss_sum,
-                                           q_sum=self.q_sum)  # fmt: skip
+            self.compiled = CompiledUpdate(
+                q_net,
+                self.optimizer,
+                loss=config.loss,
+                max_grad_norm=config.max_grad_norm,
+                skip_nonfinite=config.nan_policy == "skip",
+                loss_sum=self.loss_sum,
+                q_sum=self.q_sum,
+            )
             self.ones = torch.ones(config.batch_size, device=device)  # uniform replay's importance weights
 
     def train_phase(self, replay, num_updates: int, beta: float, rng: np.random.Generator) -> int:

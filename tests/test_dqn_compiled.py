@@ -14,14 +14,28 @@ def filled_replay() -> ReplayBuffer:
     replay = ReplayBuffer(1000, (4,), np.float32, 1, gamma=0.99)
     for _ in range(300):
         obs, next_obs = rng.standard_normal((2, 1, 4)).astype(np.float32)
-        replay.add(obs, rng.integers(2, size=1), np.ones(1, np.float32), next_obs, rng.random(1) < 0.1,
-                   np.zeros(1, bool), np.ones(1, bool))  # fmt: skip
+        replay.add(
+            obs,
+            rng.integers(2, size=1),
+            np.ones(1, np.float32),
+            next_obs,
+            rng.random(1) < 0.1,
+            np.zeros(1, bool),
+            np.ones(1, bool),
+        )
     return replay
 
 
 def learner(compile: bool, **overrides) -> dqn.Learner:
-    config = dqn.Config(network={"type": "mlp", "hidden": [16, 16]}, batch_size=32, learning_rate=1e-2,
-                        max_grad_norm=0.5, device="cpu", compile=compile, **overrides)  # fmt: skip
+    config = dqn.Config(
+        network={"type": "mlp", "hidden": [16, 16]},
+        batch_size=32,
+        learning_rate=1e-2,
+        max_grad_norm=0.5,
+        device="cpu",
+        compile=compile,
+        **overrides,
+    )
     torch.manual_seed(0)
     return dqn.Learner(config, dqn.build_q_network(config, envs.make("CartPole-v1")), torch.device("cpu"))
 
