@@ -143,8 +143,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError("--episodes", f"must be >= 1, got {args.episodes}")
-    result = evaluate_run(Path(args.run_dir), episodes=args.episodes, which=args.checkpoint, seed=args.seed,
-                          video=args.video)
+    result = evaluate_run(
+        Path(args.run_dir), episodes=args.episodes, which=args.checkpoint, seed=args.seed, video=args.video
+    )
     if result.get("video"):
         print(f"video: {result['video']}")
     print(f"mean_return={result['mean_return']:.2f} std={result['std_return']:.2f} episodes={result['episodes']}")

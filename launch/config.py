@@ -108,8 +108,9 @@ def parse_config(document: dict, source: Path | None = None) -> RunSpec:
     if kind is None:
         raise ConfigError("kind", f"missing; every config names its trainer: {', '.join(TRAINERS)}")
     if not isinstance(kind, str) or kind not in TRAINERS:
-        raise ConfigError("kind", f"unknown trainer '{kind}'{_suggest(str(kind), TRAINERS)}; allowed: "
-                          f"{', '.join(TRAINERS)}")
+        raise ConfigError(
+            "kind", f"unknown trainer '{kind}'{_suggest(str(kind), TRAINERS)}; allowed: {', '.join(TRAINERS)}"
+        )
     tracking_doc = document.pop("tracking", None) or {}
     tracking = from_dict(TrackingConfig, tracking_doc, "tracking")
     config_cls = trainer_module(kind).Config
@@ -127,8 +128,7 @@ def from_dict(cls: type, data: Any, prefix: str) -> Any:
     for key in data:
         if key not in fields:
             allowed = ", ".join(fields)
-            raise ConfigError(_join(prefix, str(key)),
-                              f"unknown key{_suggest(str(key), fields)}; allowed: {allowed}")
+            raise ConfigError(_join(prefix, str(key)), f"unknown key{_suggest(str(key), fields)}; allowed: {allowed}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
@@ -178,8 +178,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
             return value
         choices = ", ".join(str(a) for a in args)
-        raise ConfigError(path, f"got {_show(value)}{_suggest(str(value), [str(a) for a in args])}; "
-                          f"allowed: {choices}")
+        raise ConfigError(path, f"got {_show(value)}{_suggest(str(value), [str(a) for a in args])}; allowed: {choices}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, path)
     if tp is bool:
@@ -224,8 +223,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
 def _check_range(value: Any, metadata: typing.Mapping, path: str) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return
-    rules = [("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
-             ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b)]
+    rules = [
+        ("gt", ">", lambda v, b: v > b),
+        ("ge", ">=", lambda v, b: v >= b),
+        ("lt", "<", lambda v, b: v < b),
+        ("le", "<=", lambda v, b: v <= b),
+    ]
     failed = [(sym, metadata[key]) for key, sym, ok in rules if key in metadata and not ok(value, metadata[key])]
     if failed or value != value:  # NaN fails every range
         bounds = " and ".join(f"{sym} {metadata[key]}" for key, sym, _ in rules if key in metadata)
@@ -242,12 +245,14 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _kind_of(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )
 
 
 def _show(value: Any) -> str:

@@ -42,8 +42,10 @@ def new_run_dir(out: str | Path, name: str) -> Path:
         raise ConfigError("--name", f"expected a plain folder name, got '{name}'")
     run_dir = Path(out) / name
     if run_dir.exists():
-        raise ConfigError("--name", f"run folder {run_dir} already exists; pick another --name, or continue "
-                          f"it with --resume {run_dir}")
+        raise ConfigError(
+            "--name",
+            f"run folder {run_dir} already exists; pick another --name, or continue it with --resume {run_dir}",
+        )
     return run_dir
 
 
@@ -75,10 +77,12 @@ def train_run(
             tree, meta = latest
             step = meta.get("step", 0)
             if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                raise CheckpointError(f"{run_dir}/checkpoints: sidecar 'meta.step' must be a whole number >= 0, "
-                                      f"got {step!r}")
-        kept = {name: (run_dir / name).read_bytes() for name in (CONFIG_FILE, "metrics.jsonl")
-                if (run_dir / name).is_file()}
+                raise CheckpointError(
+                    f"{run_dir}/checkpoints: sidecar 'meta.step' must be a whole number >= 0, got {step!r}"
+                )
+        kept = {
+            name: (run_dir / name).read_bytes() for name in (CONFIG_FILE, "metrics.jsonl") if (run_dir / name).is_file()
+        }
         clear_interrupted_writes(run_dir)
     tracker = None
     try:
@@ -86,11 +90,17 @@ def train_run(
             run_dir.mkdir(parents=True, exist_ok=True)
             io.atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(spec.resolved, sort_keys=False))
         except OSError as e:
-            raise ConfigError("--resume" if resume else "--out",
-                              f"cannot write the run folder {run_dir} ({e.strerror})") from None
-        tracker = tracker_factory(run_dir, spec.tracking, config=spec.resolved,
-                                  total_steps=getattr(spec.config, "total_steps", None),
-                                  progress=progress, resume_step=step)
+            raise ConfigError(
+                "--resume" if resume else "--out", f"cannot write the run folder {run_dir} ({e.strerror})"
+            ) from None
+        tracker = tracker_factory(
+            run_dir,
+            spec.tracking,
+            config=spec.resolved,
+            total_steps=getattr(spec.config, "total_steps", None),
+            progress=progress,
+            resume_step=step,
+        )
         summary = trainer_module(spec.kind).train(spec.config, tracker, resume=tree) or {}
         tracker.summary(summary)
         tracker.close()
@@ -145,8 +155,11 @@ def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: 
     module = trainer_module(spec.kind)
     # Agents' evaluate(config, tree, *, episodes, ...); generative modules may have an unrelated `evaluate` helper.
     if "episodes" not in inspect.signature(getattr(module, "evaluate", lambda: None)).parameters:
-        raise ConfigError("run", f"{run_dir} is a '{spec.kind}' run, which has no evaluation; "
-                          "eval works on agent runs (dqn, drqn, qlearning)")
+        raise ConfigError(
+            "run",
+            f"{run_dir} is a '{spec.kind}' run, which has no evaluation; "
+            "eval works on agent runs (dqn, drqn, qlearning)",
+        )
     tree, meta, which = load_checkpoint(run_dir, which)
     video_path = run_dir / "videos" / f"eval-{which}-step{meta.get('step', 0)}.mp4" if video else None
     result = module.evaluate(spec.config, tree, episodes=episodes, seed=seed, video_path=video_path)
@@ -169,8 +182,11 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
     spec = load_run_spec(run_dir)
     module = trainer_module(spec.kind)
     if not hasattr(module, "generate"):
-        raise ConfigError("run", f"{run_dir} is a '{spec.kind}' run, which holds no generator; generate works "
-                          "on gan, dcgan, vae and autoencoder runs")
+        raise ConfigError(
+            "run",
+            f"{run_dir} is a '{spec.kind}' run, which holds no generator; generate works "
+            "on gan, dcgan, vae and autoencoder runs",
+        )
     tree, _, _ = load_checkpoint(run_dir, "last")
     path = Path(out) if out else run_dir / "generated.png"
     if path.suffix not in (".png", ".npz"):
@@ -187,4 +203,3 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
 
         save_png(grid(samples), path)
     return path
-

@@ -118,7 +118,8 @@ class LocalTracker:
             raise TrainingDiverged(
                 f"non-finite values in '{bad}' at step {int(step)}: training diverged and this checkpoint was not "
                 f"saved; the last good one is {kept[0].name if kept else 'none (no checkpoint yet)'}. Lower the "
-                "learning rate (or set nan_policy: skip where the trainer has it)")
+                "learning rate (or set nan_policy: skip where the trainer has it)"
+            )
         meta = {"step": int(step), "metric": metric, "time": time.time()}
         self._metrics.flush()
         os.fsync(self._metrics.fileno())  # metrics up to this step survive a crash with the checkpoint
@@ -195,8 +196,11 @@ def _check_wandb_online(tracking: TrackingConfig) -> None:
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
         return
-    raise ConfigError("tracking.wandb", "online needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
-                      "use offline to record now and `wandb sync` later")
+    raise ConfigError(
+        "tracking.wandb",
+        "online needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
+        "use offline to record now and `wandb sync` later",
+    )
 
 
 # --- checkpoints in a run folder -------------------------------------------------------------
@@ -325,8 +329,12 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._bar = Progress(
-            TextColumn("[bold]train"), BarColumn(bar_width=24), MofNCompleteColumn(),
-            TextColumn("{task.fields[sps]} steps/s"), TimeElapsedColumn(), TextColumn("{task.fields[latest]}"),
+            TextColumn("[bold]train"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[sps]} steps/s"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[latest]}"),
             transient=False,
         )
         self._task = self._bar.add_task("train", total=total, completed=start, sps="-", latest="")
@@ -336,8 +344,9 @@ class _Progress:
     def update(self, step: int, latest: dict) -> None:
         elapsed = time.perf_counter() - self._t0
         sps = f"{(step - self._s0) / elapsed:,.0f}" if elapsed > 0 else "-"
-        shown = "  ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in latest.items()
-                          if k in self.SHOWN and isinstance(v, int | float))
+        shown = "  ".join(
+            f"{k.split('/')[-1]}={v:.4g}" for k, v in latest.items() if k in self.SHOWN and isinstance(v, int | float)
+        )
         self._bar.update(self._task, completed=step, sps=sps, latest=shown)
 
     def close(self) -> None:

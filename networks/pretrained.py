@@ -34,12 +34,16 @@ def build_pretrained(spec: Mapping[str, Any], input_shape: Sequence[int], *, fie
     weights = tree.get("model", {}).get(part) if isinstance(tree.get("model"), dict) else None
     if not isinstance(stored, dict) or weights is None:
         parts = sorted(tree.get("specs", {})) if isinstance(tree.get("specs"), dict) else []
-        raise ConfigError(f"{field}.part", f"checkpoint {spec['init_from']} holds no reusable part '{part}'; "
-                          f"it has: {', '.join(parts) or 'none'}")
+        raise ConfigError(
+            f"{field}.part",
+            f"checkpoint {spec['init_from']} holds no reusable part '{part}'; it has: {', '.join(parts) or 'none'}",
+        )
     trained_on, observed = tuple(stored["input_shape"]), tuple(input_shape)
     if trained_on != observed:
-        raise ConfigError(f"{field}.init_from", f"the {part} was trained on inputs of shape {trained_on}, but "
-                          f"this observation has shape {observed}")
+        raise ConfigError(
+            f"{field}.init_from",
+            f"the {part} was trained on inputs of shape {trained_on}, but this observation has shape {observed}",
+        )
     from networks.builder import build
 
     module = build(stored["spec"], trained_on, stored.get("output_dim"), field=field)

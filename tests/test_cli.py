@@ -19,8 +19,13 @@ DLFORGE = str(Path(sys.executable).parent / "dlforge")
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    done = subprocess.run([DLFORGE, "train", DIGITS, "--out", str(out), "--name", "digits"],
-                          capture_output=True, text=True, timeout=240, cwd=REPO)
+    done = subprocess.run(
+        [DLFORGE, "train", DIGITS, "--out", str(out), "--name", "digits"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return out / "digits", done.stdout
 
@@ -100,8 +105,9 @@ def test_an_existing_run_folder_is_never_overwritten(digits_run, capsys):
 
 
 def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
-    done = subprocess.run([DLFORGE, "train", DIGITS, "lr=0", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [DLFORGE, "train", DIGITS, "lr=0", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "error: lr: must be > 0, got 0.0"
     assert not any(tmp_path.iterdir())

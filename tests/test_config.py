@@ -33,8 +33,9 @@ class Example:
 
 
 def test_defaults_and_conversions():
-    cfg = from_dict(Example, {"total_steps": "1e5", "learning_rate": 1, "hidden": [8], "note": None,
-                              "buffer": {"alpha": 0}}, "")
+    cfg = from_dict(
+        Example, {"total_steps": "1e5", "learning_rate": 1, "hidden": [8], "note": None, "buffer": {"alpha": 0}}, ""
+    )
     assert cfg.total_steps == 100_000 and isinstance(cfg.total_steps, int)
     assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
     assert cfg.buffer == Buffer(size=1000, alpha=0.0)

@@ -11,13 +11,27 @@ from launch.tracking import load_latest
 REPO = Path(__file__).resolve().parents[1]
 ENV = "MiniGrid-DoorKey-5x5-v0"
 AE = [
-    "data=env:" + ENV, "arch=conv", "encoder={type: cnn, conv: [[8, 3, 1, same]], activation: relu}",
-    "decoder_channels=[8]", "code_dim=16", "env_frames=200", "total_steps=10", "eval_every=10",
-    "batch_size=32", "tracking.wandb=disabled",
+    "data=env:" + ENV,
+    "arch=conv",
+    "encoder={type: cnn, conv: [[8, 3, 1, same]], activation: relu}",
+    "decoder_channels=[8]",
+    "code_dim=16",
+    "env_frames=200",
+    "total_steps=10",
+    "eval_every=10",
+    "batch_size=32",
+    "tracking.wandb=disabled",
 ]
 DQN = [
-    f"env_id={ENV}", "total_steps=200", "learning_starts=50", "train_freq=4", "gradient_steps=1",
-    "eval_every=0", "eval_episodes=1", "learning_rate=1e-2", "tracking.wandb=disabled",
+    f"env_id={ENV}",
+    "total_steps=200",
+    "learning_starts=50",
+    "train_freq=4",
+    "gradient_steps=1",
+    "eval_every=0",
+    "eval_episodes=1",
+    "learning_rate=1e-2",
+    "tracking.wandb=disabled",
 ]
 
 
@@ -45,10 +59,21 @@ def test_dqn_trains_on_the_autoencoders_encoder(autoencoder, freeze, tmp_path):
 
 def test_an_encoder_for_other_observations_is_a_one_line_error(autoencoder, tmp_path, capsys):
     ae_dir, _ = autoencoder
-    argv = ["train", str(REPO / "configs/dqn/cartpole-zoo.yaml"), "total_steps=100", "tracking.wandb=disabled",
-            f"network={{init_from: {ae_dir}}}", "--out", str(tmp_path), "--name", "bad"]
+    argv = [
+        "train",
+        str(REPO / "configs/dqn/cartpole-zoo.yaml"),
+        "total_steps=100",
+        "tracking.wandb=disabled",
+        f"network={{init_from: {ae_dir}}}",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "bad",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("error: network.init_from: the encoder was trained on inputs of shape (3, 7, 7), "
-                   "but this observation has shape (4,)")
+    assert err == (
+        "error: network.init_from: the encoder was trained on inputs of shape (3, 7, 7), "
+        "but this observation has shape (4,)"
+    )
     assert not (tmp_path / "bad").exists()

@@ -28,8 +28,8 @@ def records(path: str | Path):
         if room < HEADER:  # block tail padding
             offset += room
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[offset:offset + HEADER])
-        payload = data[offset + HEADER: offset + HEADER + length]
+        _crc, length, kind = struct.unpack("<IHB", data[offset : offset + HEADER])
+        payload = data[offset + HEADER : offset + HEADER + length]
         offset += HEADER + length
         if kind == 0 and length == 0:
             continue
