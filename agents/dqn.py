@@ -29,12 +29,12 @@ from torch import nn
 
 import envs
 import networks
-from agents import TrainingDiverged, losses
+from agents import losses
 from agents.replay import Batch, ReplayBuffer
 from agents.schedules import crossed, linear_schedule
 from envs.evaluation import record_episode, run_episodes
 from networks import io
-from networks.errors import CheckpointError, ConfigError
+from networks.errors import CheckpointError, ConfigError, TrainingDiverged
 from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training ones

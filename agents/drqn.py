@@ -30,12 +30,12 @@ import torch
 from torch import nn
 
 import networks
-from agents import TrainingDiverged, dqn, losses
+from agents import dqn, losses
 from agents.episode_replay import EpisodeReplay, SequenceBatch
 from agents.schedules import crossed, linear_schedule
 from envs.evaluation import write_mp4
 from networks import io
-from networks.errors import CheckpointError, ConfigError
+from networks.errors import CheckpointError, ConfigError, TrainingDiverged
 from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
 
 State = tuple[torch.Tensor, ...]

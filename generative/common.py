@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from networks import io
-from networks.errors import CheckpointError
+from networks.errors import CheckpointError, TrainingDiverged
 from networks.runtime import restore_rng_state, rng_state
 
 
@@ -96,10 +96,6 @@ def torch_threads(n: int) -> Iterator[None]:
 def sample(x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """A random batch (with replacement across steps, uniform within), drawn from torch's global RNG."""
     return x[torch.randint(len(x), (batch_size,), device=x.device)]
-
-
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss stopped training; the newest checkpoint is the last good one."""
 
 
 def ensure_finite(step: int, **losses: float) -> None:

@@ -4,9 +4,10 @@ Each step:  (1) the discriminator learns real vs fake, the generator untouched;
             (2) the generator learns to fool the discriminator, which is frozen.
 The same loop (`train_adversarial`) trains `dcgan`, which only swaps the two networks.
 
-Stability options (FACTS.md): the non-saturating generator loss, one-sided label smoothing, spectral norm on the
-discriminator, separate learning rates (TTUR). Alarms: mode collapse (judge histogram) and a discriminator that
-wins outright (loss near zero for many steps). Images in [-1, 1] inside, [0, 1] outside.
+Stability options (the non-saturating loss: Goodfellow et al. 2014; one-sided label smoothing: Salimans et al.
+2016; spectral norm on the discriminator: Miyato et al. 2018; separate learning rates, TTUR: Heusel et al. 2017).
+Alarms: mode collapse (judge histogram) and a discriminator that wins outright (loss near zero for many steps).
+Images in [-1, 1] inside, [0, 1] outside.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from launch.text import is_number, short, slug
 from launch.tracking import read_metrics
 from networks import io
 from networks.errors import ConfigError
@@ -148,7 +148,7 @@ def read_run(path: Path) -> Run:
         path=path,
         config=config if isinstance(config, dict) else {},
         metrics=read_metrics(path / "metrics.jsonl"),
-        summary={k: v for k, v in summary.items() if _is_number(v)},
+        summary={k: v for k, v in summary.items() if is_number(v)},
         media={k: p for k, (_, p) in sorted(media.items())},
     )
 
@@ -171,7 +171,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     )
     for group in groups:
         flat = flats[id(group.runs[0])]
-        parts = [f"{k}={_short(flat.get(k))}" for k in differing if k != "kind"]
+        parts = [f"{k}={short(flat.get(k))}" for k in differing if k != "kind"]
         kind = group.runs[0].config.get("kind", "?")
         label = ", ".join(parts) if parts else (group.runs[0].name if len(groups) > 1 else str(kind))
         group.label = f"{kind}: {label}" if "kind" in differing else label
@@ -185,7 +185,7 @@ def curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """(steps, mean, low, high) of `key` across runs; each step averages the runs that cover it."""
     series = []
     for run in runs:
-        points = [(r["step"], r[key]) for r in run.metrics if _is_number(r.get(key)) and _is_number(r.get("step"))]
+        points = [(r["step"], r[key]) for r in run.metrics if is_number(r.get(key)) and is_number(r.get("step"))]
         if points:
             steps, values = np.array(points, dtype=np.float64).T
             order = np.argsort(steps, kind="stable")
@@ -221,7 +221,7 @@ def plot_curves(groups: list[Group], folder: Path) -> list[Path]:
             for run in g.runs
             for r in run.metrics
             for k, v in r.items()
-            if k != "step" and _is_number(v)
+            if k != "step" and is_number(v)
         },
         key=_metric_order,
     )
@@ -243,7 +243,7 @@ def plot_curves(groups: list[Group], folder: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
-        path = folder / f"{_slug(key)}.png"
+        path = folder / f"{slug(key)}.png"
         fig.savefig(path)
         plt.close(fig)
         paths.append(path)
@@ -262,7 +262,7 @@ def copy_media(runs: list[Run], folder: Path) -> dict[str, list[Path]]:
     copied: dict[str, list[Path]] = {}
     for index, run in enumerate(runs):
         for key, image in run.media.items():
-            target = folder / f"{index:03d}-{_slug(run.name)}-{_slug(key)}.png"
+            target = folder / f"{index:03d}-{slug(run.name)}-{slug(key)}.png"
             shutil.copyfile(image, target)
             copied.setdefault(run.name if run.name not in copied else f"{run.name} ({index})", []).append(target)
     return copied
@@ -274,7 +274,7 @@ def comparison(groups: list[Group]) -> list[dict]:
     for group in groups:
         finals: dict[str, list[float]] = {}
         for run in group.runs:
-            last = {k: v for r in run.metrics for k, v in r.items() if k != "step" and _is_number(v)}
+            last = {k: v for r in run.metrics for k, v in r.items() if k != "step" and is_number(v)}
             for key, value in {**last, **run.summary}.items():
                 finals.setdefault(key, []).append(float(value))
         metrics = {
@@ -395,17 +395,3 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
             flat.update(_flatten(v, f"{prefix}{k}."))
         return flat
     return {prefix[:-1]: tree}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return json.dumps(value) if isinstance(value, list | dict) else str(value)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"

@@ -39,6 +39,7 @@ import yaml
 from launch.config import apply_overrides, from_dict, parse_config, read_yaml, to_dict
 from launch.registry import TRAINERS, trainer_module
 from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE, trainable, trial_label
+from launch.text import is_number, short
 from launch.tracking import _check_wandb_online, checkpoint_stems
 from networks import io
 from networks.errors import ConfigError
@@ -142,7 +143,7 @@ def parse_dimension(key: str, spec: Any) -> tuple[str, list]:
         if not values:
             raise ConfigError(where, "is empty; list at least one value")
         return kind, values
-    if not isinstance(values, list) or len(values) != 2 or not all(_is_number(v) for v in values):
+    if not isinstance(values, list) or len(values) != 2 or not all(is_number(v) for v in values):
         raise ConfigError(where, f"expected [low, high], got {values!r}")
     low, high = (float(v) for v in values)
     if kind == "randint" and not all(float(v).is_integer() for v in values):
@@ -527,7 +528,8 @@ def connect(address: str | None, plan: SweepPlan) -> bool:
 
     env_vars = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
     if address is None:
-        # Loopback only (FACTS.md): otherwise the embedded cluster listens on every interface.
+        # Loopback only: without this variable set before Ray starts, the embedded cluster listens on every
+        # interface and routes its own traffic through the machine's network address (Ray 2.60).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(
             address="local",
@@ -700,7 +702,7 @@ def print_results(outcome: SweepOutcome) -> None:
         status = row["status"] if not row["error"] else f"error: {row['error']}"
         table.add_row(
             row["trial"],
-            *(_short(row["params"].get(k)) for k in keys),
+            *(short(row["params"].get(k)) for k in keys),
             shown,
             str(row["step"] if row["step"] is not None else "-"),
             status,
@@ -740,11 +742,3 @@ def set_dotted(document: dict, key: str, value: Any) -> None:
 
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

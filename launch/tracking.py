@@ -21,15 +21,12 @@ from typing import Any
 import numpy as np
 
 from launch.config import TrackingConfig
+from launch.text import slug
 from networks import io
-from networks.errors import CheckpointError, ConfigError
+from networks.errors import CheckpointError, ConfigError, TrainingDiverged
 
 KEEP_LAST = 2  # step checkpoints kept; the newest one that loads is the resume point
 CHECKPOINTS = "checkpoints"
-
-
-class TrainingDiverged(RuntimeError):
-    """A checkpoint holding NaN or infinite values was refused: the run stops, the last good checkpoint stays."""
 
 
 def non_finite_leaf(tree: Any, path: str = "") -> str | None:
@@ -92,7 +89,7 @@ class LocalTracker:
             self._progress.update(step, self._latest)
 
     def image(self, key: str, image: Any, step: int, caption: str | None = None) -> Path:
-        path = self.run_dir / "media" / f"{_slug(key)}-{int(step):09d}.png"
+        path = self.run_dir / "media" / f"{slug(key)}-{int(step):09d}.png"
         if isinstance(image, str | Path):
             path = Path(image)
         else:
@@ -306,10 +303,6 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     matplotlib.image.imsave(path, array, cmap="gray" if array.ndim == 2 else None)
     return path
-
-
-def _slug(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
 
 
 def _scalar(value: Any) -> Any:

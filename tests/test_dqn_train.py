@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from agents import TrainingDiverged, dqn, losses
+from agents import dqn, losses
 from launch.tracking import LocalTracker, load_latest, read_metrics
-from networks.errors import ConfigError
+from networks.errors import ConfigError, TrainingDiverged
 
 TINY = dict(
     env_id="CartPole-v1",

@@ -17,8 +17,9 @@ from robustkit import TINY, has_field, kind_params, metrics, write_config
 
 from launch.cli import main
 from launch.config import TrackingConfig
-from launch.tracking import LocalTracker, TrainingDiverged, load_latest, non_finite_leaf
+from launch.tracking import LocalTracker, load_latest, non_finite_leaf
 from networks import io
+from networks.errors import TrainingDiverged
 
 # Per kind: overrides that make training produce NaN/inf. Adam normalises its step, so lr 1e30 moves every weight
 # by ~1e30 at once; drqn's LSTM saturates (tanh), so its Huber loss stays finite: MSE squares 1e31 into inf.
