@@ -155,3 +155,22 @@ def test_unknown_ids_and_bad_kwargs_are_refused():
         envs.make("MinAtar/Breakout-v0")
     with pytest.raises(ValueError, match="sticky_action_prob"):
         MinAtarEnv("breakout", sticky_action_prob=1.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["minatar-breakout", "minatar-space-invaders"])
+def test_dqn_config_trains_through_the_cli_and_evaluates_with_video(tmp_path, config):
+    import json
+    from pathlib import Path
+
+    from launch.cli import main
+
+    path = str(Path(__file__).resolve().parents[1] / "configs/dqn" / f"{config}.yaml")
+    tiny = ["total_steps=600", "learning_starts=300", "eval_every=0", "eval_episodes=2", "tracking.wandb=disabled"]
+    assert main(["train", path, *tiny, "--out", str(tmp_path), "--name", "run"]) == 0
+    run_dir = tmp_path / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 600 and summary["charts/updates"] == 300  # one update per frame after 300
+    assert main(["eval", str(run_dir), "--episodes", "2", "--checkpoint", "last", "--video"]) == 0
+    video = Path(json.loads((run_dir / "eval.json").read_text())["video"])
+    assert video.suffix == ".mp4" and video.stat().st_size > 1000
