@@ -16,6 +16,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import sys
 import tempfile
 import time
@@ -75,7 +76,7 @@ class LocalTracker:
         self._closed = False
         self._latest: dict[str, float] = {}
         self._checkpointed = False  # this process saved a checkpoint: the run trained, and ends with artifacts
-        self._sent = {"rows": 0, "last_step": None, "media": 0, "artifacts": 0}  # what was handed to W&B
+        self._sent = {"rows": 0, "last_step": None, "media": 0, "model artifacts": 0}  # handed to W&B
         _check_wandb_online(self.tracking)
         if self.tracking.wandb == "online":
             self._wandb()  # an unreachable server stops the run now, not after its first minutes of training
@@ -157,17 +158,32 @@ class LocalTracker:
         if self._progress:
             self._progress.close()
         self._metrics.close()
+        unsent = []  # what W&B could not send, for one line at the end
         if self.tracking.wandb != "disabled" and self._checkpointed and not failed:
-            self._sent["artifacts"] += len(log_model_artifacts(self._wandb(), self.run_dir))
+            logged, why_not = log_model_artifacts(self._wandb(), self.run_dir)
+            self._sent["model artifacts"] += len(logged)
+            if why_not:
+                unsent.append(f"the model artifacts were not logged ({why_not}; the checkpoints are in the run folder)")
         if self._wandb_run is not None:
             import wandb
 
-            warning = finish_wandb(self._wandb_run, failed=failed, sent=self._sent)
+            sync_dir = self._wandb_run.settings.sync_dir
+            if not finish_wandb(self._wandb_run, failed=failed):
+                sent = self._sent
+                held = [f"{sent['rows']} logged rows up to step {sent['last_step']}"]
+                held += [f"{sent[key]} {key}" for key in ("media", "model artifacts") if sent[key]]
+                unsent.append(
+                    f"its upload was unfinished {FINISH_TIMEOUT_S:g} s after the end; what W&B holds "
+                    f"({', '.join(held)}) is kept in {sync_dir}: upload it with `wandb sync {sync_dir}`"
+                )
             # finish() can return before the service has written the run file; teardown waits for it,
             # so the offline run is complete on disk when close() returns (tests read it right away).
             wandb.teardown()
-            if warning:
-                print(warning, file=sys.stderr)
+        if unsent:
+            print(
+                f"warning: W&B could not send all of this run (metrics.jsonl is complete): {'; '.join(unsent)}",
+                file=sys.stderr,
+            )
 
     # --- W&B -------------------------------------------------------------------------------
 
@@ -206,7 +222,8 @@ def start_wandb(run_dir: Path, tracking: TrackingConfig, config: dict):
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
             "tracking.wandb",
-            f"online, but the W&B server could not be reached within {INIT_TIMEOUT_S:g} s ({reason}); "
+            f"online, but the W&B server at {wandb.setup().settings.base_url} could not be reached within "
+            f"{INIT_TIMEOUT_S:g} s ({reason}); "
             "use tracking.wandb=offline to record the run now and `wandb sync` it later",
         ) from None
     run.define_metric("global_step")
@@ -214,46 +231,43 @@ def start_wandb(run_dir: Path, tracking: TrackingConfig, config: dict):
     return run
 
 
-def finish_wandb(run, *, failed: bool, sent: dict | None = None) -> str | None:
-    """Finish one W&B run. Returns a one-line warning when an online run's upload did not finish within
-    FINISH_TIMEOUT_S (its server stopped answering): what it held waits on disk for `wandb sync`."""
+def finish_wandb(run, *, failed: bool) -> bool:
+    """Finish one W&B run. False when an online run's upload was still unfinished FINISH_TIMEOUT_S after the
+    end (its server stopped answering): what it holds then waits on disk, in `run.settings.sync_dir`, for
+    `wandb sync`."""
     try:
         run.finish(exit_code=1 if failed else 0)
     except TimeoutError:
-        sync_dir = run.settings.sync_dir
-        held = ""
-        if sent:
-            held = (
-                f" ({sent['rows']} logged rows up to step {sent['last_step']}, {sent['media']} media, "
-                f"{sent['artifacts']} model artifacts)"
-            )
-        return (
-            f"warning: W&B could not send this run: its upload was still unfinished {FINISH_TIMEOUT_S:g} s after "
-            f"the end (the server stopped answering); metrics.jsonl is complete, and what W&B holds{held} is kept "
-            f"in {sync_dir}: upload it with `wandb sync {sync_dir}`"
-        )
-    return None
+        return False
+    return True
 
 
-def log_model_artifacts(run, run_dir: Path) -> list[str]:
+def log_model_artifacts(run, run_dir: Path) -> tuple[list[str], str | None]:
     """Log the run's best and final checkpoints as versions of the W&B model artifact `model-<run id>`
     (aliases `best` and `final`), once each at the end of a run, as stable-baselines3's W&B callback logs
     its model. Each version is a minimal run folder that loads like one: config.yaml, checkpoints/<stem>
     (.safetensors and .json; without the replay, which only a resume needs) and, for a network taken from
     another run, pretrained/. Its metadata holds the checkpoint's step and metric and the run's evaluation
-    (summary.json's eval/* values). Returns the aliases logged."""
+    (summary.json's eval/* values). Returns (the aliases logged, why the others were not, or None).
+
+    Online, logging an artifact first asks the server about it, and wandb waits about 20 s for an answer
+    that will not come; so a server that does not take a connection is skipped at once, and the first
+    failure ends the attempt."""
     import wandb
 
     run_dir = Path(run_dir)
+    base_url = run.settings.base_url
+    if not run.offline and not _accepts_connections(base_url):
+        return [], f"{base_url} does not answer"
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     evaluation = {key: value for key, value in summary.items() if key.startswith("eval/")}
-    logged = []
+    logged, problems = [], []
     for alias, prefix in (("best", "best"), ("final", "any")):  # final: what `--checkpoint last` loads
         try:
             found = newest_checkpoint(run_dir, prefix)
         except CheckpointError as e:  # the run itself is done: say what is missing from W&B, and go on
-            print(f"warning: no {alias} model artifact logged to W&B: {e}", file=sys.stderr)
+            problems.append(f"{alias}: {e}")
             continue
         if found is None:
             continue
@@ -271,9 +285,26 @@ def log_model_artifacts(run, run_dir: Path) -> list[str]:
                 stem = io.save(Path(folder) / stem.name, {k: v for k, v in tree.items() if k != "replay"}, meta)
             for suffix in (".safetensors", ".json"):
                 artifact.add_file(str(stem) + suffix, name=f"{CHECKPOINTS}/{stem.name}{suffix}")  # copied now
-            run.log_artifact(artifact, aliases=[alias])
+            try:
+                run.log_artifact(artifact, aliases=[alias])
+            except wandb.errors.Error as e:  # e.g. the server stopped answering midway
+                problems.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+                break
         logged.append(alias)
-    return logged
+    return logged, "; ".join(problems) or None
+
+
+def _accepts_connections(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host and port of `url` take a TCP connection within `timeout` seconds."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _check_wandb_online(tracking: TrackingConfig) -> None:
