@@ -215,6 +215,7 @@ def start_wandb(run_dir: Path, tracking: TrackingConfig, config: dict):
             name=run_dir.name,
             id=run_id,
             resume="allow",
+            reinit="create_new",  # one independent run per call, beside any other this process holds
             config=config,
             settings=wandb.Settings(**settings),
         )

@@ -158,3 +158,22 @@ def test_a_downloaded_model_artifact_loads_like_a_run_folder(tmp_path, capsys):
         folder = _download(logged[alias], tmp_path / f"model-{alias}")
         assert main(["eval", str(folder), "--episodes", "1", "--checkpoint", which]) == 0
         assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mean_return=")
+
+
+def test_several_wandb_runs_in_one_process_stay_apart(tmp_path):
+    for name in "ab":
+        (tmp_path / name).mkdir()
+    import wandb
+
+    from launch.tracking import finish_wandb, start_wandb
+
+    runs = {name: start_wandb(tmp_path / name, TrackingConfig(wandb="offline"), {"member": name}) for name in "ab"}
+    for step in (1, 2):
+        for name, run in runs.items():
+            run.log({"global_step": step, "x": ord(name) * step})
+    assert all(finish_wandb(run, failed=False) for run in runs.values())
+    wandb.teardown()
+    for name in "ab":
+        (wandb_file,) = offline_runs(tmp_path / name)
+        assert [row["x"] for row in history(wandb_file)] == [ord(name), 2 * ord(name)]
+        assert run_config(wandb_file)["member"] == name
