@@ -19,7 +19,7 @@ import yaml
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
 from launch.registry import trainer_module
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
-from networks import io
+from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -50,11 +50,17 @@ def new_run_dir(out: str | Path, name: str) -> Path:
 
 
 def load_run_spec(run_dir: str | Path, overrides: list[str] | tuple = ()) -> RunSpec:
-    """The config a run was started with (its config.yaml), with optional overrides."""
+    """The config a run was started with (its config.yaml), with optional overrides. A network taken from
+    another run builds from the copy this run keeps (see `copy_pretrained`)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError("run", f"{run_dir} holds no dlforge run (no {CONFIG_FILE})")
-    return parse_config(apply_overrides(read_yaml(run_dir / CONFIG_FILE), overrides), source=run_dir)
+    spec = parse_config(apply_overrides(read_yaml(run_dir / CONFIG_FILE), overrides), source=run_dir)
+    network = _pretrained_network(spec)
+    kept = pretrained.kept_copy(network, run_dir) if network else None
+    if kept is not None:
+        network["init_from"] = str(kept)
+    return spec
 
 
 def train_run(
@@ -67,7 +73,6 @@ def train_run(
 ) -> RunResult:
     """Train `spec` into `run_dir`. Bad input removes a folder this call created (or, when resuming, puts
     back the config.yaml and metrics.jsonl it found), then re-raises."""
-    resolve_pretrained(spec)
     created = not run_dir.exists()
     tree, step = None, None
     kept: dict[str, bytes] = {}
@@ -88,6 +93,7 @@ def train_run(
     try:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            copy_pretrained(spec, run_dir, resume=resume)
             io.atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(spec.resolved, sort_keys=False))
         except OSError as e:
             raise ConfigError(
@@ -120,20 +126,57 @@ def train_run(
         raise
 
 
-def resolve_pretrained(spec: RunSpec) -> None:
-    """`network.init_from: RUN_DIR` -> that run's newest checkpoint, recorded as such in config.yaml."""
-    network = getattr(spec.config, "network", None)
-    if not isinstance(network, dict) or not isinstance(network.get("init_from"), str):
+def copy_pretrained(spec: RunSpec, run_dir: Path, *, resume: bool) -> None:
+    """A run that starts from `network.init_from` keeps a copy of that checkpoint in run_dir/pretrained/, and
+    config.yaml records where it came from (`init_from`: RUN_DIR becomes that run's newest checkpoint) and its
+    SHA-256. The network builds from the copy, so a resume never reads the source run again, even once the
+    source has pruned that checkpoint or been deleted."""
+    network = _pretrained_network(spec)
+    if network is None:
         return
-    source = Path(network["init_from"]).expanduser()
+    recorded = _recorded_network(run_dir) if resume else {}
+    origin = {**network, **{key: recorded[key] for key in ("init_from", "sha256") if key in recorded}}
+    kept = pretrained.kept_copy(origin, run_dir)
+    if kept is None:
+        source = _source_checkpoint(origin["init_from"])
+        pretrained.check_checksum(source, origin.get("sha256"))  # a recorded checksum admits only that checkpoint
+        kept = run_dir / pretrained.COPIES / source.name
+        try:
+            checksum = io.copy(source, kept)
+        except CheckpointError as e:
+            raise ConfigError("network.init_from", str(e)) from None
+        origin = {**origin, "init_from": str(source), "sha256": checksum}
+    spec.resolved["network"] = origin
+    network.update(init_from=str(kept), sha256=origin["sha256"])
+
+
+def _pretrained_network(spec: RunSpec) -> dict | None:
+    network = getattr(spec.config, "network", None)
+    return network if isinstance(network, dict) and isinstance(network.get("init_from"), str) else None
+
+
+def _recorded_network(run_dir: Path) -> dict:
+    """The network section of the config.yaml a run folder already holds ({} when there is none)."""
+    try:
+        network = read_yaml(run_dir / CONFIG_FILE).get("network")
+    except ConfigError:
+        return {}
+    return network if isinstance(network, dict) else {}
+
+
+def _source_checkpoint(init_from: str) -> Path:
+    """`init_from` as a checkpoint stem: a run folder's newest step checkpoint, or the stem it names."""
+    source = Path(init_from).expanduser()
+    if source.suffix in (".json", ".safetensors"):  # a checkpoint named by one of its two files
+        source = source.with_suffix("")
     if source.is_dir():
         stems = checkpoint_stems(source)
         if not stems:
             raise ConfigError("network.init_from", f"{source} holds no checkpoint to take the network from")
-        network["init_from"] = str(stems[0].resolve())
-    elif not source.with_suffix(".json").is_file():
+        return stems[0].resolve()
+    if not source.with_name(source.name + ".json").is_file():
         raise ConfigError("network.init_from", f"{source} is neither a run folder nor a checkpoint")
-    spec.resolved["network"] = dict(network)
+    return source.resolve()
 
 
 def load_checkpoint(run_dir: Path, which: str = "best") -> tuple[dict, dict, str]:
