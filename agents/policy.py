@@ -12,17 +12,20 @@ An observation of the wrong shape is refused with a one-line ConfigError (a Valu
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
 
 import envs
 from agents import dqn, drqn, qlearning
 from networks import io
 from networks.errors import CheckpointError, ConfigError
+from networks.export_graph import ExportGraph
 from networks.run_folder import load_checkpoint, read_run_config
 from networks.runtime import resolve_device
 from networks.typed_config import from_dict
@@ -64,6 +67,17 @@ class Policy:
         """(Q-values (N, A), the next state or None, whether one observation was given)."""
         raise NotImplementedError
 
+    def graph(self) -> ExportGraph:
+        """The greedy policy as one network for export: observation (as the env gives it) -> action, Q-values."""
+        raise NotImplementedError
+
+    def weights(self) -> dict:
+        """The checkpoint tree that acting needs (the trainer's `evaluate` takes it), without the training state."""
+        return {"q_net": {k: v.detach().cpu() for k, v in self.q_net.state_dict().items()}}
+
+    def example_obs(self, n: int = 2) -> torch.Tensor:
+        return torch.as_tensor(np.stack([self.observation_space.sample() for _ in range(n)]))
+
     def q_values(self, obs: Any) -> np.ndarray:
         """Q(obs, a) for every action: (A,) for one observation, (N, A) for a batch."""
         q, _, single = self.step(obs, None, None)
@@ -98,6 +112,10 @@ class DQNPolicy(Policy):
         with torch.inference_mode():
             q = self.q_net(torch.as_tensor(batch, device=self.device))  # (N, A)
         return q.cpu().numpy(), None, single
+
+    def graph(self) -> ExportGraph:
+        module = _Greedy(copy.deepcopy(self.q_net).cpu()).eval()
+        return ExportGraph(module, {"obs": self.example_obs()}, ["action", "q_values"], {"obs": 0})
 
 
 class DRQNPolicy(Policy):
@@ -134,6 +152,15 @@ class DRQNPolicy(Policy):
         q, _, single = self.step(obs, state, episode_start)
         return q[0] if single else q
 
+    def graph(self) -> ExportGraph:
+        """(obs, h[, c]) -> (action, q_values, h_out[, c_out]): the caller carries the state and zeroes it
+        where an episode starts."""
+        module = _RecurrentGreedy(copy.deepcopy(self.q_net).cpu()).eval()
+        names = ["h", "c"][: len(self.initial_state())]
+        inputs = {"obs": self.example_obs(), **{k: torch.from_numpy(s) for k, s in zip(names, self.initial_state(2))}}
+        outputs = ["action", "q_values", *(f"{k}_out" for k in names)]
+        return ExportGraph(module, inputs, outputs, {"obs": 0, **dict.fromkeys(names, 1)})
+
 
 class TabularPolicy(Policy):
     kind = "qlearning"
@@ -153,6 +180,49 @@ class TabularPolicy(Policy):
         if ((batch < 0) | (batch >= self.observation_space.n)).any():
             raise ConfigError("observation", f"states of {self.config.env_id} are 0..{self.observation_space.n - 1}")
         return self.q_table[batch], None, single
+
+    def weights(self) -> dict:
+        return {"q_table": self.q_table.copy()}
+
+    def graph(self) -> ExportGraph:
+        module = _TableGreedy(torch.from_numpy(self.q_table)).eval()
+        return ExportGraph(module, {"obs": self.example_obs()}, ["action", "q_values"], {"obs": 0})
+
+
+class _Greedy(nn.Module):
+    """obs (N, ...) -> (argmax_a Q (N,), Q (N, A)); a uint8 observation is scaled inside the Q-network."""
+
+    def __init__(self, q_net: nn.Module):
+        super().__init__()
+        self.q_net = q_net
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.q_net(obs)
+        return q.argmax(dim=1), q
+
+
+class _RecurrentGreedy(nn.Module):
+    """(obs (N, ...), h (layers, N, H)[, c for an LSTM]) -> (action (N,), Q (N, A), h_out[, c_out])."""
+
+    def __init__(self, q_net: nn.Module):
+        super().__init__()
+        self.q_net = q_net
+
+    def forward(self, obs: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        q, next_state = self.q_net(obs, (h,) if c is None else (h, c))
+        return (q.argmax(dim=1), q, *next_state)
+
+
+class _TableGreedy(nn.Module):
+    """state index (N,) -> (action (N,), the table's row Q (N, A))."""
+
+    def __init__(self, q_table: torch.Tensor):
+        super().__init__()
+        self.register_buffer("q_table", q_table)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.q_table[obs]
+        return q.argmax(dim=1), q
 
 
 POLICIES: dict[str, tuple[type, type[Policy]]] = {

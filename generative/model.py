@@ -23,6 +23,7 @@ from torch import nn
 from generative.common import restore_tree, spec_of
 from generative.gan import to_unit
 from networks.errors import ConfigError
+from networks.export_graph import ExportGraph
 from networks.run_folder import load_checkpoint, read_run_config
 from networks.typed_config import from_dict
 
@@ -65,6 +66,11 @@ class GenerativeModel:
         if self.kind in ("vae", "ae"):
             return _ToUnit(self._parts()["decoder"], tanh_output=False).eval()
         raise ConfigError("run", f"a '{self.kind}' run decodes sequences, not images; it has no image generator")
+
+    def graph(self) -> ExportGraph:
+        """z (N, latent) -> image (N, C, H, W) in [0, 1], for export."""
+        example = torch.randn(2, self.latent_dim, generator=torch.Generator().manual_seed(0))
+        return ExportGraph(self.generator(), {"z": example}, ["image"], {"z": 0})
 
     @property
     def latent_dim(self) -> int:

@@ -1,4 +1,4 @@
-"""The `dlforge` command line: train, eval, generate, sweep, report, list.
+"""The `dlforge` command line: train, eval, generate, sweep, report, list, export.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback, no run folder left behind),
 1 a failure while running.
@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="report folder (default: <first dir>/report)")
 
     sub.add_parser("list", help="list network presets, trainer kinds and bundled configs")
+
+    export = sub.add_parser("export", help="export a trained policy or generator: ONNX, TorchScript or a Hub folder")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript", "hub"])
+    export.add_argument("--out", default=None, help="file (onnx, torchscript) or new folder (hub); default in RUN_DIR")
+    export.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    export.add_argument("--episodes", type=int, default=10, help="hub: greedy evaluation episodes for the model card")
+    export.add_argument("--seed", type=int, default=12345, help="hub: seed of the evaluation")
     return parser
 
 
@@ -202,6 +210,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from launch import export
+
+    return export.main(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
@@ -209,6 +223,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "report": cmd_report,
     "list": cmd_list,
+    "export": cmd_export,
 }
 
 
