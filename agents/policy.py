@@ -73,7 +73,24 @@ class Policy:
 
     def weights(self) -> dict:
         """The checkpoint tree that acting needs (the trainer's `evaluate` takes it), without the training state."""
-        return {"q_net": {k: v.detach().cpu() for k, v in self.q_net.state_dict().items()}}
+        raise NotImplementedError
+
+    def env_observations(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """`n` observations from the policy's env under uniformly random actions, and whether each one starts an
+        episode: inputs to check an exported graph against (or to calibrate it with)."""
+        env = envs.make(self.config.env_id, num_envs=1, seed=seed, vectorization="sync", **self.config.env_kwargs)
+        obs, _ = env.reset(seed=seed)
+        rng = np.random.default_rng(seed)
+        seen, starts, start = [], [], True
+        while len(seen) < n:
+            seen.append(obs[0])
+            starts.append(start)
+            obs, _, terminated, truncated, _ = env.step(rng.integers(self.action_space.n, size=1))
+            start = bool(terminated[0] or truncated[0])
+            if start:  # the vector env resets on the next step (autoreset), whose action is ignored
+                obs, *_ = env.step(np.zeros(1, dtype=np.int64))
+        env.close()
+        return np.stack(seen), np.array(starts)
 
     def example_obs(self, n: int = 2) -> torch.Tensor:
         return torch.as_tensor(np.stack([self.observation_space.sample() for _ in range(n)]))
@@ -96,16 +113,25 @@ class Policy:
         return (actions[0] if single else actions), next_state
 
 
-class DQNPolicy(Policy):
-    kind = "dqn"
+class NetworkPolicy(Policy):
+    """A policy whose Q-function is a network: the checkpoint's `q_net`, rebuilt by the trainer's builder."""
+
+    build_q_network = staticmethod(dqn.build_q_network)
 
     def __init__(self, config: dqn.Config, tree: dict, meta: dict, which: str, device: torch.device):
         env = dqn.make_env(config, 1, config.seed)
-        q_net = dqn.build_q_network(config, env)
+        q_net = self.build_q_network(config, env)
         super().__init__(config, env.single_observation_space, env.single_action_space, meta, which)
         env.close()
         io.load_module_state(q_net, _part(tree, "q_net", self.kind), "q_net")
         self.q_net, self.device = q_net.to(device).eval(), device
+
+    def weights(self) -> dict:
+        return {"q_net": {k: v.detach().cpu() for k, v in self.q_net.state_dict().items()}}
+
+
+class DQNPolicy(NetworkPolicy):
+    kind = "dqn"
 
     def step(self, obs: Any, state: Any, episode_start: Any) -> tuple[np.ndarray, None, bool]:
         batch, single = self.batch(obs)
@@ -118,16 +144,9 @@ class DQNPolicy(Policy):
         return ExportGraph(module, {"obs": self.example_obs()}, ["action", "q_values"], {"obs": 0})
 
 
-class DRQNPolicy(Policy):
+class DRQNPolicy(NetworkPolicy):
     kind = "drqn"
-
-    def __init__(self, config: drqn.Config, tree: dict, meta: dict, which: str, device: torch.device):
-        env = dqn.make_env(config, 1, config.seed)
-        q_net = drqn.build_q_network(config, env)
-        super().__init__(config, env.single_observation_space, env.single_action_space, meta, which)
-        env.close()
-        io.load_module_state(q_net, _part(tree, "q_net", self.kind), "q_net")
-        self.q_net, self.device = q_net.to(device).eval(), device
+    build_q_network = staticmethod(drqn.build_q_network)
 
     def initial_state(self, n: int = 1) -> State:
         """The all-zero state every episode starts from, as arrays (layers, n, hidden)."""

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 import agents
-from agents import dqn
 from launch.config import load_config
 from launch.export import export_run
 from launch.run import train_run
@@ -32,23 +31,6 @@ SMALL = {  # config, overrides: enough training for non-trivial Q-values, small 
     "lstm-drqn": ("configs/drqn/cartpole-novel.yaml", ["total_steps=2000", "learning_starts=500"]),
 }
 QUIET = ["tracking.wandb=disabled", "eval_episodes=2", "buffer_size=5000"]
-
-
-def observations(policy, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`n` observations from the policy's env under random actions, and where each episode starts."""
-    env = dqn.make_env(policy.config, 1, seed, vectorization="sync")
-    obs, _ = env.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    seen, starts, start = [], [], True
-    while len(seen) < n:
-        seen.append(obs[0])
-        starts.append(start)
-        obs, _, terminated, truncated, _ = env.step(rng.integers(policy.action_space.n, size=1))
-        start = bool(terminated[0] or truncated[0])
-        if start:  # NEXT_STEP autoreset: the next step only resets
-            obs, *_ = env.step(np.zeros(1, dtype=np.int64))
-    env.close()
-    return np.stack(seen), np.array(starts)
 
 
 def parity(policy, session, obs: np.ndarray, starts: np.ndarray) -> tuple[float, float]:
@@ -124,7 +106,7 @@ def main() -> None:
         path, _ = export_run(run_dir, "onnx", out=workdir / f"{run_dir.name}.onnx")
         seconds = time.perf_counter() - start
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        obs, starts = observations(policy, args.n)
+        obs, starts = policy.env_observations(args.n)
         same, largest = parity(policy, session, obs, starts)
         t = timings(policy, session, obs)
         network = policy.config.network.get("type", "?")

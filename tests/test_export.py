@@ -14,28 +14,10 @@ from trained_runs import artifact_folder, tiny_run
 
 import agents
 import generative
-from agents import dqn
 from launch.cli import main as dlforge
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra: pip install 'dlforge[export]'")
 pytestmark = pytest.mark.slow  # each ONNX export traces the network with torch.export: 5-10 s
-
-
-def env_observations(policy, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`n` observations from the policy's env under random actions, and where each episode starts."""
-    env = dqn.make_env(policy.config, 1, seed, vectorization="sync")
-    obs, _ = env.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    seen, starts, start = [], [], True
-    while len(seen) < n:
-        seen.append(obs[0])
-        starts.append(start)
-        obs, _, terminated, truncated, _ = env.step(rng.integers(policy.action_space.n, size=1))
-        start = bool(terminated[0] or truncated[0])
-        if start:  # NEXT_STEP autoreset: the next step only resets
-            obs, *_ = env.step(np.zeros(1, dtype=np.int64))
-    env.close()
-    return np.stack(seen), np.array(starts)
 
 
 def export(run_dir, fmt: str, out) -> None:
@@ -48,7 +30,7 @@ def test_onnx_policy_acts_as_torch_on_1000_env_observations(name, tmp_path):
     export(tiny_run(name), "onnx", tmp_path / "policy.onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"), providers=["CPUExecutionProvider"])
     assert [(i.name, i.shape) for i in session.get_inputs()] == [("obs", ["batch", *policy.observation_space.shape])]
-    obs, _ = env_observations(policy, 1000)
+    obs, _ = policy.env_observations(1000)
     assert obs.dtype == policy.observation_space.dtype  # uint8 pixels go in as they are
     actions, q_values = session.run(None, {"obs": obs})
     np.testing.assert_array_equal(actions, policy.predict(obs)[0])
@@ -63,7 +45,7 @@ def test_onnx_drqn_takes_and_returns_the_lstm_state(tmp_path):
     session = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["obs", "h", "c"]
     assert [o.name for o in session.get_outputs()] == ["action", "q_values", "h_out", "c_out"]
-    obs, starts = env_observations(policy, 1000)
+    obs, starts = policy.env_observations(1000)
     assert starts.sum() > 3  # several episodes: the state is zeroed at each start
     torch_state, onnx_state = None, policy.initial_state(1)
     torch_actions, onnx_actions, largest = [], [], 0.0
@@ -85,7 +67,7 @@ def test_torchscript_and_a_q_table_and_a_generator(tmp_path):
     policy = agents.load(tiny_run("cartpole-mlp"))
     export(tiny_run("cartpole-mlp"), "torchscript", tmp_path / "policy.pt")
     scripted = torch.jit.load(str(tmp_path / "policy.pt"))
-    obs, _ = env_observations(policy, 37)  # another batch size than the traced example
+    obs, _ = policy.env_observations(37)  # another batch size than the traced example
     actions, q_values = scripted(torch.from_numpy(obs))
     np.testing.assert_array_equal(actions.numpy(), policy.predict(obs)[0])
     np.testing.assert_allclose(q_values.detach().numpy(), policy.q_values(obs), atol=1e-5)
