@@ -167,10 +167,8 @@ def load(run_dir: str | Path, checkpoint: str = "last") -> GenerativeModel:
     document = read_run_config(run_dir)
     kind = document.get("kind")
     if kind not in MODULES:
-        raise ConfigError(
-            "run", f"{run_dir} is a '{kind}' run, which holds no generative model; generative.load takes "
-            f"{', '.join(MODULES)} runs",
-        )  # fmt: skip
+        message = f"{run_dir} is a '{kind}' run, which holds no generative model"
+        raise ConfigError("run", f"{message}; generative.load takes {', '.join(MODULES)} runs")
     module = importlib.import_module(MODULES[kind])
     config = from_dict(module.Config, {k: v for k, v in document.items() if k not in ("kind", "tracking")}, "")
     tree, meta, _ = load_checkpoint(Path(run_dir), checkpoint)

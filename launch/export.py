@@ -20,6 +20,7 @@ import importlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -44,7 +45,11 @@ def main(args) -> int:
     if args.episodes < 1:
         raise ConfigError("--episodes", f"must be >= 1, got {args.episodes}")
     options = {"out": args.out, "checkpoint": args.checkpoint, "episodes": args.episodes, "seed": args.seed}
-    path, note = export_run(Path(args.run_dir), args.format, **options)
+    try:
+        path, note = export_run(Path(args.run_dir), args.format, **options)
+    except RuntimeError as e:  # a failure while exporting (not bad input): one line, exit 1
+        print(f"failed: {e}", file=sys.stderr)
+        return 1
     if note:
         print(note)
     print(f"wrote: {path}")
@@ -68,8 +73,8 @@ def export_run(
     is_agent = model.kind in AGENT_KINDS
     if fmt == "hub":
         if not is_agent:
-            raise ConfigError("--format", f"hub folders hold agents ({', '.join(AGENT_KINDS)}); export a "
-                              f"'{model.kind}' generator with --format onnx or torchscript")  # fmt: skip
+            message = f"hub folders hold agents ({', '.join(AGENT_KINDS)}); export a '{model.kind}' run"
+            raise ConfigError("--format", f"{message} with --format onnx or torchscript")
         from launch.hub import write_hub_folder
 
         target = Path(out) if out else run_dir / "hub"
@@ -114,10 +119,9 @@ def load_exportable(run_dir: Path, checkpoint: str) -> Any:
         import generative
 
         return generative.load(run_dir, checkpoint=checkpoint)
-    raise ConfigError(
-        "run", f"{run_dir} is a '{kind}' run, which holds no policy or generator; export takes "
-        f"{', '.join(AGENT_KINDS + GENERATOR_KINDS)} runs",
-    )  # fmt: skip
+    kinds = ", ".join(AGENT_KINDS + GENERATOR_KINDS)
+    message = f"{run_dir} is a '{kind}' run, which holds no policy or generator"
+    raise ConfigError("run", f"{message}; export takes {kinds} runs")
 
 
 def describe(model: Any) -> dict[str, str]:
@@ -157,8 +161,9 @@ def write_onnx(graph: ExportGraph, path: Path, metadata: dict[str, str] | None =
     onnx.save(proto, str(path))
 
 
-def onnx_parity(graph: ExportGraph, path: Path, n: int = 256) -> float:
-    """The largest |torch - onnxruntime| over every output for `n` inputs like the example ones."""
+def onnx_parity(graph: ExportGraph, path: Path, n: int = 256, tolerance: float = 1e-4) -> float:
+    """The largest |torch - onnxruntime| over every output for `n` inputs like the example ones; RuntimeError when
+    it exceeds `tolerance` times the largest output magnitude (at least 1)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -167,7 +172,11 @@ def onnx_parity(graph: ExportGraph, path: Path, n: int = 256) -> float:
         expected = graph.module(*inputs.values())
     expected = expected if isinstance(expected, tuple) else (expected,)
     got = session.run(None, {name: x.numpy() for name, x in inputs.items()})
-    return max(float(np.abs(np.asarray(g, np.float64) - e.double().numpy()).max()) for g, e in zip(got, expected))
+    largest = max(float(np.abs(np.asarray(g, np.float64) - e.double().numpy()).max()) for g, e in zip(got, expected))
+    scale = max(1.0, *(float(e.double().abs().max()) for e in expected))
+    if largest > tolerance * scale:
+        raise RuntimeError(f"onnxruntime differs from torch by {largest:.2g} (outputs up to {scale:.3g}); not written")
+    return largest
 
 
 def write_torchscript(graph: ExportGraph, path: Path) -> None:

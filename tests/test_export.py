@@ -63,6 +63,19 @@ def test_onnx_drqn_takes_and_returns_the_lstm_state(tmp_path):
     np.testing.assert_allclose(onnx_state[0], torch_state[0], atol=1e-4)
 
 
+def test_the_parity_check_refuses_a_graph_that_differs(tmp_path):
+    from launch.export import onnx_parity
+
+    policy = agents.load(tiny_run("cartpole-mlp"))
+    export(tiny_run("cartpole-mlp"), "onnx", tmp_path / "policy.onnx")
+    assert onnx_parity(policy.graph(), tmp_path / "policy.onnx") < 1e-4
+    changed = policy.graph()
+    with torch.no_grad():
+        next(changed.module.parameters()).add_(0.01)  # another network than the one in the file
+    with pytest.raises(RuntimeError, match="onnxruntime differs from torch"):
+        onnx_parity(changed, tmp_path / "policy.onnx")
+
+
 def test_torchscript_and_a_q_table_and_a_generator(tmp_path):
     policy = agents.load(tiny_run("cartpole-mlp"))
     export(tiny_run("cartpole-mlp"), "torchscript", tmp_path / "policy.pt")

@@ -95,12 +95,12 @@ def reliable_section(reliable: dict | None, plots: list[Path], out: Path) -> str
     alone = "<p class=note>Only one config per task: nothing to compare.</p>"
     improvement = _table(pairs_head, pairs) if pairs else alone
     return f"""<h2>Reliable statistics: final {e(metric)}</h2>
-<p class=note>Per config with at least two seeds, on each run's last {e(metric)} (Agarwal et al. 2021, computed with
-rliable): the interquartile mean (the mean of the middle 50% of runs; with fewer than 4 runs it trims nothing and
-equals the mean) and the mean, each with a {level} stratified-bootstrap confidence interval ({boot["reps"]}
-replicates, percentile method). The IQM learning curve carries a run's last evaluation forward once it stopped.
-Performance profiles show the fraction of runs scoring above each threshold τ. P(X &gt; Y) is the probability that a
-run of X scores higher than a run of Y (ties count half).</p>
+<p class=note>Per config with at least two seeds, on each run's last {e(metric)} (Agarwal et al. 2021; the
+estimates and plots are rliable's): the interquartile mean (the mean of the middle 50% of runs; with fewer than 4
+runs it trims nothing and equals the mean) and the mean, each with a {level} stratified-bootstrap confidence
+interval ({boot["reps"]} replicates, percentile method). The IQM learning curve carries a run's last evaluation
+forward once it stopped. Performance profiles show the fraction of runs scoring above each threshold τ. P(X &gt; Y)
+is the probability that a run of X scores higher than a run of Y (ties count half).</p>
 {_table(head, body)}
 <h3>Probability of improvement</h3>
 {improvement}
