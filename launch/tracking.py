@@ -22,7 +22,7 @@ from launch.config import TrackingConfig
 from launch.text import slug
 from networks import io
 from networks.errors import ConfigError, TrainingDiverged
-from networks.run_folder import CHECKPOINTS, checkpoint_stems, load_latest  # noqa: F401 (re-exported)
+from networks.run_folder import CHECKPOINTS, checkpoint_stems, load_latest, newest_checkpoint  # noqa: F401 (kept names)
 
 KEEP_LAST = 2  # step checkpoints kept; the newest one that loads is the resume point
 

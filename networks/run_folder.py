@@ -50,6 +50,12 @@ def checkpoint_stems(run_dir: Path, prefix: str = "step") -> list[Path]:
 def load_latest(run_dir: Path, prefix: str = "step") -> tuple[dict, dict] | None:
     """The newest checkpoint that loads, as (tree, meta); a damaged newer one is skipped (and named on stderr).
     `prefix="any"` considers best checkpoints too: a run whose newest save was a best one resumes from it."""
+    found = newest_checkpoint(run_dir, prefix)
+    return None if found is None else found[1:]
+
+
+def newest_checkpoint(run_dir: Path, prefix: str = "step") -> tuple[Path, dict, dict] | None:
+    """`load_latest` with the checkpoint's stem: (stem, tree, meta)."""
     errors = []
     for stem in checkpoint_stems(run_dir, prefix):
         try:
@@ -59,7 +65,7 @@ def load_latest(run_dir: Path, prefix: str = "step") -> tuple[dict, dict] | None
             continue
         if errors:
             print(f"warning: skipped {len(errors)} damaged checkpoint(s), the newest: {errors[0]}", file=sys.stderr)
-        return tree, meta
+        return stem, tree, meta
     if errors:
         raise CheckpointError(f"no loadable checkpoint in {run_dir}/{CHECKPOINTS}: {errors[0]}")
     return None
