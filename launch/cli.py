@@ -1,4 +1,4 @@
-"""The `dlforge` command line: train, eval, generate, sweep, report, list.
+"""The `dlforge` command line: train, eval, generate, sweep, report, list, export.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback, no run folder left behind),
 1 a failure while running.
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     train = sub.add_parser("train", help="train one run from a YAML config")
-    train.add_argument("config", nargs="?", help="configs/<kind>/<name>.yaml")
+    train.add_argument("config", nargs="?", help="a YAML file, or a bundled config by name (dqn/cartpole)")
     train.add_argument("overrides", nargs="*", help="key=value or key.sub=value")
     train.add_argument("--out", default="runs", help="root folder for runs (default: runs)")
     train.add_argument("--name", help="run folder name (default: <config>-<time>)")
@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="report folder (default: <first dir>/report)")
 
     sub.add_parser("list", help="list network presets, trainer kinds and bundled configs")
+
+    export = sub.add_parser("export", help="export a trained policy or generator: ONNX, TorchScript or a Hub folder")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript", "hub"])
+    export.add_argument("--out", default=None, help="file (onnx, torchscript) or new folder (hub); default in RUN_DIR")
+    export.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    export.add_argument("--episodes", type=int, default=10, help="hub: greedy evaluation episodes for the model card")
+    export.add_argument("--seed", type=int, default=12345, help="hub: seed of the evaluation")
     return parser
 
 
@@ -99,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from launch.bundled import resolve_config
     from launch.config import load_config
     from launch.run import default_name, load_run_spec, new_run_dir, train_run
 
@@ -112,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.config:
             raise ConfigError("config", "missing; usage: dlforge train CONFIG [key=value ...]")
-        spec = load_config(args.config, overrides)
+        spec = load_config(resolve_config(args.config), overrides)
         run_dir = new_run_dir(args.out, args.name or default_name(spec.source, spec.kind))
         resume = False
     try:
@@ -164,7 +173,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from launch import sweep
+    from launch.bundled import resolve_config
 
+    args.sweep_config = str(resolve_config(args.sweep_config))  # a file, or a bundled sweep (sweeps/cartpole-lr)
     return sweep.main(args)
 
 
@@ -179,6 +190,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import networks
+    from launch.bundled import bundled_configs, shown
     from launch.registry import TRAINERS
 
     console = Console()
@@ -193,13 +205,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     for kind, module in TRAINERS.items():
         kinds.add_row(kind, module)
     console.print(kinds)
-    configs = Table(title="bundled configs")
-    configs.add_column("config")
-    root = Path(__file__).resolve().parents[1] / "configs"
-    for path in sorted(root.rglob("*.yaml")):
-        configs.add_row(str(path.relative_to(root.parent)))
+    configs = Table(title="bundled configs (dlforge train NAME)")
+    configs.add_column("name")
+    configs.add_column("file")
+    for name, path in bundled_configs().items():
+        configs.add_row(name, shown(path))
     console.print(configs)
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from launch import export
+
+    return export.main(args)
 
 
 COMMANDS = {
@@ -209,6 +227,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "report": cmd_report,
     "list": cmd_list,
+    "export": cmd_export,
 }
 
 

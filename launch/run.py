@@ -21,8 +21,7 @@ from launch.registry import trainer_module
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
-
-CONFIG_FILE = "config.yaml"
+from networks.run_folder import CONFIG_FILE, load_checkpoint  # noqa: F401 (launch.run.load_checkpoint)
 
 
 @dataclass
@@ -177,20 +176,6 @@ def _source_checkpoint(init_from: str) -> Path:
     if not source.with_name(source.name + ".json").is_file():
         raise ConfigError("network.init_from", f"{source} is neither a run folder nor a checkpoint")
     return source.resolve()
-
-
-def load_checkpoint(run_dir: Path, which: str = "best") -> tuple[dict, dict, str]:
-    """(tree, meta, which) for `best` (falling back to the last when no best exists) or `last`."""
-    if which not in ("best", "last"):
-        raise ConfigError("--checkpoint", f"expected best or last, got '{which}'")
-    if which == "best":
-        found = load_latest(run_dir, prefix="best")
-        if found is not None:
-            return (*found, "best")
-    found = load_latest(run_dir, prefix="any")  # the newest save, best or not
-    if found is None:
-        raise ConfigError("run", f"{run_dir} holds no checkpoint yet")
-    return (*found, "last")
 
 
 def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: bool) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import secrets
 import socket
 import sys
@@ -29,9 +28,9 @@ from launch.config import TrackingConfig
 from launch.text import slug
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError, TrainingDiverged
+from networks.run_folder import CHECKPOINTS, checkpoint_stems, load_latest, newest_checkpoint  # noqa: F401 (kept names)
 
 KEEP_LAST = 2  # step checkpoints kept; the newest one that loads is the resume point
-CHECKPOINTS = "checkpoints"
 INIT_TIMEOUT_S = 10.0  # online: how long wandb.init may try to reach the server (wandb's own default: 90 s)
 FINISH_TIMEOUT_S = 60.0  # online: how long the end of a run waits for W&B's upload; the rest is left to `wandb sync`
 
@@ -325,46 +324,6 @@ def _check_wandb_online(tracking: TrackingConfig) -> None:
 
 
 # --- checkpoints in a run folder -------------------------------------------------------------
-
-
-def checkpoint_stems(run_dir: Path, prefix: str = "step") -> list[Path]:
-    """Checkpoint stems of one kind (`step`, `best`, or `any` for both), newest step first; at equal steps
-    a step checkpoint comes before a best one (it may hold more, e.g. the replay). Other names are ignored."""
-    folder = Path(run_dir) / CHECKPOINTS
-    prefixes = ("step", "best") if prefix == "any" else (prefix,)
-    found = []
-    for path in folder.glob("*.json"):
-        match = _STEM_RE.fullmatch(path.name[: -len(".json")])
-        if match and match["prefix"] in prefixes:
-            found.append((int(match["step"]), match["prefix"] == "step", path.with_suffix("")))
-    return [stem for *_, stem in sorted(found, reverse=True)]
-
-
-_STEM_RE = re.compile(r"(?P<prefix>step|best)-(?P<step>\d+)")
-
-
-def load_latest(run_dir: Path, prefix: str = "step") -> tuple[dict, dict] | None:
-    """The newest checkpoint that loads, as (tree, meta); a damaged newer one is skipped (and named on stderr).
-    `prefix="any"` considers best checkpoints too: a run whose newest save was a best one resumes from it."""
-    found = newest_checkpoint(run_dir, prefix)
-    return None if found is None else found[1:]
-
-
-def newest_checkpoint(run_dir: Path, prefix: str = "step") -> tuple[Path, dict, dict] | None:
-    """`load_latest` with the checkpoint's stem: (stem, tree, meta)."""
-    errors = []
-    for stem in checkpoint_stems(run_dir, prefix):
-        try:
-            tree, meta = io.load(stem)
-        except CheckpointError as e:
-            errors.append(str(e))
-            continue
-        if errors:
-            print(f"warning: skipped {len(errors)} damaged checkpoint(s), the newest: {errors[0]}", file=sys.stderr)
-        return stem, tree, meta
-    if errors:
-        raise CheckpointError(f"no loadable checkpoint in {run_dir}/{CHECKPOINTS}: {errors[0]}")
-    return None
 
 
 def clear_interrupted_writes(run_dir: Path) -> int:
