@@ -14,7 +14,6 @@ eager PyTorch; agents/fastpath.py runs the same updates faster (a phase's batche
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,18 +158,8 @@ def make_replay(config: Config, env: gym.vector.VectorEnv, device: torch.device)
             device=device,
             seed=config.seed,
         )
-    per = config.prioritized
     return ReplayBuffer(
-        config.buffer_size,
-        space.shape,
-        space.dtype,
-        config.num_envs,
-        gamma=config.gamma,
-        n_step=config.n_step,
-        prioritized=per.enabled,
-        alpha=per.alpha,
-        priority_eps=per.eps,
-        device=device,
+        config.buffer_size, space.shape, space.dtype, config.num_envs, **offpolicy.replay_options(config, device)
     )
 
 
@@ -179,10 +168,7 @@ class Learner:
 
     def __init__(self, config: Config, q_net: QNetwork, device: torch.device):
         self.config, self.q_net = config, q_net
-        self.target_net = copy.deepcopy(q_net).requires_grad_(False)
-        self.params = list(q_net.parameters())
-        self.optimizer = make_optimizer(config, self.params, device)
-        self.meter = offpolicy.LossMeter(device)  # TD loss and Q since the last log, on the device
+        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(config, q_net, device)
         self.compiled = None
         if config.compile:
             self.compiled = fastpath.CompiledUpdate(
@@ -268,44 +254,21 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
     env = make_env(config, config.num_envs, config.seed)
     q_net = build_q_network(config, env).to(device)
     learner, replay = Learner(config, q_net, device), make_replay(config, env, device)
-    counters = Counters() if resume is None else offpolicy.restore(resume, learner, replay, rng, "dqn")
-    if learner.compiled is not None:
-        learner.compiled.rebind()  # to the optimizer state a resume loaded
-    eval_env, schedules = offpolicy.make_eval_env(config), offpolicy.Schedules.of(config)
     policy, n_actions = greedy(q_net, device), int(env.single_action_space.n)
-    target_sync = offpolicy.TargetSync(config, learner)
-    book = offpolicy.bookkeeping(
-        config,
-        tracker,
-        counters,
-        learner,
-        replay,
-        rng,
-        schedules,
-        evaluate=lambda: evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET, device),
-    )
 
-    obs, _ = env.reset(seed=config.seed + counters.step)  # a resumed run starts fresh episodes
-    after_end = np.zeros(config.num_envs, dtype=bool)  # NEXT_STEP autoreset: the next step only resets
-    while counters.step < config.total_steps:
-        before = counters.step
+    def step(obs: np.ndarray, valid: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray, dict]:
         # (1) act: ε-greedy on every env in one forward pass
-        actions = act(policy, obs, schedules.epsilon(counters.step), n_actions, rng)
-        # (2) step and store; an env's step after its episode ended only resets it: no transition
+        actions = act(policy, obs, epsilon, n_actions, rng)
+        # (2) step and store the transitions (`valid`: the envs whose step is no reset after an episode's end)
         next_obs, rewards, terminated, truncated, info = env.step(actions)
-        valid = ~after_end
         replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid)
-        obs, after_end = next_obs, terminated | truncated
-        if not book.record_step(valid, info):
-            continue
-        # (3) sync target
-        target_sync(counters)
-        # (4) learn
-        offpolicy.learn(config, counters, learner, replay, schedules, rng)
-        # (5) log, evaluate, checkpoint
-        if book.after_step(before):
-            break
-    return book.finish(env, eval_env)
+        return next_obs, terminated | truncated, info
+
+    def evaluation(eval_env: gym.vector.VectorEnv) -> dict:
+        return evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET, device)
+
+    # (3) sync target, (4) learn, (5) log, evaluate, checkpoint: agents/offpolicy.py's loop, every agent's
+    return offpolicy.run(config, tracker, env, learner, replay, rng, step, evaluation, kind="dqn", resume=resume)
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
@@ -314,16 +277,7 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
 def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
     """Greedy episodes with the checkpoint's Q-network; the same seed gives the same returns.
     With `video_path`, also writes an mp4 of the first episode."""
-    return offpolicy.evaluate_checkpoint(
-        config,
-        tree,
-        kind="dqn",
-        build_q_network=build_q_network,
-        greedy=greedy,
-        episodes=episodes,
-        seed=seed,
-        video_path=video_path,
-    )
+    return offpolicy.evaluate_checkpoint(config, tree, "dqn", build_q_network, greedy, episodes, seed, video_path)
 
 
 def evaluate_net(q_net: QNetwork, env: gym.vector.VectorEnv, episodes: int, seed: int, device: torch.device) -> dict:

@@ -104,6 +104,8 @@ class CompiledUpdate:
         self.lr.fill_(float(self.optimizer.param_groups[0]["lr"]))
 
     def __call__(self, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+        if self.optimizer.state[self.params[0]] is not self.state[0]:  # a resume loaded the optimizer state
+            self.rebind()
         self.lr.fill_(float(self.optimizer.param_groups[0]["lr"]))
         weights = self.ones if batch.weights is None else batch.weights
         if self.calls == 0:  # torch.compile compiles here, before running anything

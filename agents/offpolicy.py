@@ -1,13 +1,15 @@
-"""The off-policy loop that dqn and drqn share: functions and two small per-run objects, no base class.
+"""The off-policy loop that dqn and drqn share (`run`), made of functions and two small per-run objects; no base class.
 
-Each agent's `train` reads top to bottom in the same labelled phases and keeps only what differs:
+An agent's `train` builds its network, `Learner` and replay, writes what only it does in one vector step as a
+`step` function, and hands both to `run`. Each pass of the loop is five labelled phases:
 
-    (1) act                         the agent's own; ε from `Schedules`
-    (2) step and store              the agent's own; `Bookkeeping.record_step` counts transitions and logs episodes
+    (1) act                         the agent's `step`, with ε from `Schedules`
+    (2) step and store              the agent's `step`; then `Bookkeeping.record_step` counts the transitions and
+                                    logs the episodes that ended
     (3) sync target                 `TargetSync`: every target_update_interval env steps, copy or Polyak average
-    (4) learn                       `learn`: every train_freq vector steps, a training phase of the agent's
-                                    updates (`Learner.train_phase`), then the non-finite check
-    (5) log, evaluate, checkpoint   `Bookkeeping.after_step`; `Bookkeeping.finish` writes the summary
+    (4) learn                       `learn`: every train_freq vector steps, a training phase of the agent's updates
+                                    (`Learner.train_phase`), then the non-finite check
+    (5) log, evaluate, checkpoint   `Bookkeeping.after_step`; at the end `Bookkeeping.finish` writes the summary
 
 The target is synced before learning within a step, as stable-baselines3 does (its `_on_step` runs before
 `train`), so rl-zoo3 settings give SB3's schedule. Counting follows SB3 too: `train_freq` and
@@ -31,6 +33,7 @@ the `LossMeter` sums and `Bookkeeping` (one tracker each) become per member, as 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -110,6 +113,19 @@ def make_optimizer(config, params: list[nn.Parameter], device: torch.device) -> 
     return torch.optim.SGD(params, lr=config.learning_rate, foreach=True)
 
 
+def replay_options(config, device: torch.device) -> dict[str, Any]:
+    """What every replay takes from the config: n-step returns, prioritized replay, the learner's device."""
+    per = config.prioritized
+    return {
+        "gamma": config.gamma,
+        "n_step": config.n_step,
+        "prioritized": per.enabled,
+        "alpha": per.alpha,
+        "priority_eps": per.eps,
+        "device": device,
+    }
+
+
 # --- schedules --------------------------------------------------------------------------------------------
 
 
@@ -175,6 +191,16 @@ def gradient_step(
     loss.backward()
     nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
     optimizer.step()
+
+
+def learning_state(
+    config, q_net: nn.Module, device: torch.device
+) -> tuple[nn.Module, list[nn.Parameter], torch.optim.Optimizer, LossMeter]:
+    """What a learner holds beside its online net: the target net (a frozen copy), the parameters, the optimizer,
+    and the meter of its losses."""
+    target_net = copy.deepcopy(q_net).requires_grad_(False)
+    params = list(q_net.parameters())
+    return target_net, params, make_optimizer(config, params, device), LossMeter(device)
 
 
 class LossMeter:
@@ -356,19 +382,32 @@ class Bookkeeping:
         return summary
 
 
-def bookkeeping(
+# --- the loop ---------------------------------------------------------------------------------------------
+
+# (obs, valid, ε) -> (next_obs, ended, info): the agent's (1) act and (2) step and store, for one vector step.
+# `valid` marks the envs whose step is a transition (not the reset step after an episode ended); `ended` is
+# terminated | truncated of this step; `info` is the vector env's.
+Step = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, dict]]
+
+
+def run(
     config,
     tracker: Tracker,
-    counters: Counters,
+    env: gym.vector.VectorEnv,
     learner: Learner,
     replay: Replay,
     rng: np.random.Generator,
-    schedules: Schedules,
+    step: Step,
+    evaluate: Callable[[gym.vector.VectorEnv], dict],
     *,
-    evaluate: Callable[[], dict],
-) -> Bookkeeping:
-    """Bookkeeping for an agent on this loop: its charts, the learner's losses, checkpoints of everything a resume
-    needs (the replay only in step checkpoints, and only with save_replay)."""
+    kind: str,
+    resume: dict | None = None,
+) -> dict[str, float]:
+    """Train until `total_steps` transitions, a solved evaluation or the tracker's stop; returns the summary.
+    `evaluate(eval_env)` plays the agent's greedy episodes on envs this loop owns."""
+    counters = Counters() if resume is None else restore(resume, learner, replay, rng, kind)
+    eval_env, schedules = make_eval_env(config), Schedules.of(config)
+    target_sync = TargetSync(config, learner)
 
     def metrics(step: int) -> dict:
         charts = {
@@ -380,18 +419,34 @@ def bookkeeping(
             charts["losses/skipped_updates"] = counters.skipped_updates
         return {**charts, **learner.meter.read()}
 
-    def checkpoint_tree(with_replay: bool) -> dict:
+    def checkpoint_tree(with_replay: bool) -> dict:  # the replay only in step checkpoints, with save_replay
         return snapshot(learner, counters, rng, replay if with_replay and config.save_replay else None)
 
-    return Bookkeeping(
+    book = Bookkeeping(
         config,
         tracker,
         counters,
         metrics=metrics,
-        evaluate=evaluate,
+        evaluate=lambda: evaluate(eval_env),
         snapshot=checkpoint_tree,
         stop_at_return=config.stop_at_return,
     )
+    obs, _ = env.reset(seed=config.seed + counters.step)  # a resumed run starts fresh episodes
+    ended = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP autoreset: an env's step after its end only resets it
+    while counters.step < config.total_steps:
+        before, valid = counters.step, ~ended
+        # (1) act, (2) step and store: the agent's own
+        obs, ended, info = step(obs, valid, schedules.epsilon(counters.step))
+        if not book.record_step(valid, info):
+            continue
+        # (3) sync target (before learning, as SB3)
+        target_sync(counters)
+        # (4) learn
+        learn(config, counters, learner, replay, schedules, rng)
+        # (5) log, evaluate, checkpoint
+        if book.after_step(before):
+            break
+    return book.finish(env, eval_env)
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------
@@ -443,7 +498,6 @@ def evaluate_net(q_net: nn.Module, env: gym.vector.VectorEnv, episodes: int, see
 def evaluate_checkpoint(
     config,
     tree: dict,
-    *,
     kind: str,
     build_q_network: Callable[[Any, gym.vector.VectorEnv], nn.Module],
     greedy: Callable[[nn.Module, torch.device], Policy],
@@ -451,18 +505,28 @@ def evaluate_checkpoint(
     seed: int,
     video_path: Path | None,
 ) -> dict:
-    """Greedy episodes with a checkpoint's Q-network; the same seed gives the same returns. With `video_path`,
-    also writes an mp4 of the first episode."""
+    """Greedy episodes with a checkpoint's Q-network (built by `build_q_network`, played by `greedy(q_net, device)`):
+    see `play`."""
     device = resolve_device(config.device)
     env = make_env(config, min(episodes, MAX_EVAL_ENVS), seed, vectorization="sync")
     q_net = build_q_network(config, env).to(device)
     if not isinstance(tree, dict) or "q_net" not in tree:
         raise CheckpointError(f"checkpoint holds no 'q_net' (is it a {kind} run?)")
     io.load_module_state(q_net, tree["q_net"], "q_net")
-    result = evaluate_net(q_net, env, episodes, seed, greedy(q_net, device))
+    q_net.eval()
+    return play(config, env, lambda: greedy(q_net, device), episodes, seed, video_path)
+
+
+def play(
+    config, env: gym.vector.VectorEnv, policy: Callable[[], Policy], episodes: int, seed: int, video_path: Path | None
+) -> dict:
+    """`episodes` episodes of a fresh `policy()` on `env` (sync, made by `make_env` with up to MAX_EVAL_ENVS envs;
+    closed here), env i seeded seed + i: the same seed gives the same returns. With `video_path`, also writes an
+    mp4 of the first episode."""
+    result = run_episodes(env, policy(), episodes, seed)
     env.close()
     if video_path is not None:
         video_env = make_env(config, 1, seed, vectorization="sync", render_mode="rgb_array")
-        result["video"] = str(record_episode(video_env, greedy(q_net.eval(), device), seed, Path(video_path)))
+        result["video"] = str(record_episode(video_env, policy(), seed, Path(video_path)))
         video_env.close()
     return result
