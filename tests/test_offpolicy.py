@@ -14,9 +14,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from test_drqn import Numbered
 from torch import nn
 
-from agents import drqn, dqn, losses, offpolicy
+from agents import dqn, drqn, losses, offpolicy
 from agents.episode_replay import EpisodeReplay
 from agents.frame_replay import FrameReplay
 from agents.replay import Replay, ReplayBuffer
@@ -238,25 +239,6 @@ def test_the_trackers_and_replays_have_the_declared_interfaces(tmp_path):
 # --- evaluation of a recurrent policy ----------------------------------------------------------------------
 
 
-class Counting(gym.Env):
-    """obs = (episode, step in episode); episodes of random length 2..6."""
-
-    observation_space = gym.spaces.Box(-1e6, 1e6, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self):
-        self.episode = -1
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.episode, self.t, self.length = self.episode + 1, 0, int(self.np_random.integers(2, 7))
-        return np.array([self.episode, 0], np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.array([self.episode, self.t], np.float32), 1.0, self.t == self.length, False, {}
-
-
 def test_run_episodes_tells_a_stateful_policy_where_each_episode_starts():
     seen = []
 
@@ -268,9 +250,8 @@ def test_run_episodes_tells_a_stateful_policy_where_each_episode_starts():
             seen.append((self.starting, obs[:, 1] == 0))
             return np.zeros(len(obs), dtype=np.int64)
 
-    env = gym.vector.SyncVectorEnv(
-        [lambda: gym.wrappers.RecordEpisodeStatistics(Counting())] * 3, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
-    )
+    counted = [lambda: gym.wrappers.RecordEpisodeStatistics(Numbered())] * 3  # obs (episode, step in episode)
+    env = gym.vector.SyncVectorEnv(counted, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     run_episodes(env, Recording(), episodes=12, seed=0)
     starts = sum(int(first.sum()) for first, _ in seen)
     assert starts >= 12 and all(np.array_equal(told, first) for told, first in seen)
