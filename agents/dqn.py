@@ -26,6 +26,8 @@ from torch import nn
 
 import networks
 from agents import fastpath, losses, offpolicy
+
+# Counters, make_optimizer and MAX_EVAL_ENVS live in agents/offpolicy.py and stay importable from here.
 from agents.offpolicy import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, Counters, make_env, make_optimizer  # noqa: F401
 from agents.replay import Batch, ReplayBuffer
 from networks.errors import ConfigError

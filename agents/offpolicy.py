@@ -47,7 +47,7 @@ from torch import nn
 
 import envs
 from agents.replay import Replay
-from agents.schedules import crossed, linear_schedule
+from agents.schedules import Schedules, crossed
 from envs.evaluation import Policy, record_episode, run_episodes
 from networks import io
 from networks.errors import CheckpointError, TrainingDiverged
@@ -124,55 +124,6 @@ def replay_options(config, device: torch.device) -> dict[str, Any]:
         "priority_eps": per.eps,
         "device": device,
     }
-
-
-# --- schedules --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Schedules:
-    """ε, β and the learning rate at an env step, each linear over the run as in SB3 / rl-zoo3. The numbers
-    come from the config; a population will give one per member (arrays: `linear_schedule` is elementwise)."""
-
-    total_steps: int
-    learning_starts: int
-    epsilon_initial: float
-    epsilon_final: float
-    epsilon_steps: float  # exploration_fraction of the run
-    beta0: float
-    anneal_beta: bool
-    learning_rate: float
-    learning_rate_final: float | None
-
-    @classmethod
-    def of(cls, config) -> Schedules:
-        return cls(
-            total_steps=config.total_steps,
-            learning_starts=config.learning_starts,
-            epsilon_initial=config.exploration_initial_eps,
-            epsilon_final=config.exploration_final_eps,
-            epsilon_steps=config.exploration_fraction * config.total_steps,
-            beta0=config.prioritized.beta0,
-            anneal_beta=config.prioritized.anneal_beta,
-            learning_rate=config.learning_rate,
-            learning_rate_final=config.learning_rate_final,
-        )
-
-    def epsilon(self, step: int) -> float:
-        """SB3: random actions until learning starts, then a linear decay counted from step 0."""
-        if step < self.learning_starts:
-            return 1.0
-        return linear_schedule(self.epsilon_initial, self.epsilon_final, self.epsilon_steps, step)
-
-    def beta(self, step: int) -> float:
-        """Prioritized replay's importance exponent: beta0 -> 1 over the run (Schaul et al. 2016)."""
-        return linear_schedule(self.beta0, 1.0, self.total_steps, step) if self.anneal_beta else self.beta0
-
-    def lr(self, step: int) -> float:
-        """Linear decay to learning_rate_final over the run (rl-zoo3's `lin_`), else constant."""
-        if self.learning_rate_final is None:
-            return self.learning_rate
-        return linear_schedule(self.learning_rate, self.learning_rate_final, self.total_steps, step)
 
 
 # --- learning ---------------------------------------------------------------------------------------------

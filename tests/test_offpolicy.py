@@ -21,7 +21,7 @@ from agents import dqn, drqn, losses, offpolicy
 from agents.episode_replay import EpisodeReplay
 from agents.frame_replay import FrameReplay
 from agents.replay import Replay, ReplayBuffer
-from agents.schedules import linear_schedule
+from agents.schedules import Schedules, linear_schedule
 from envs.evaluation import run_episodes
 from launch.tracking import LocalTracker, load_latest, non_finite_leaf, read_metrics
 from networks.errors import TrainingDiverged
@@ -70,13 +70,13 @@ def train(kind: str, folder, tracker=None, **overrides) -> tuple[dict, list[dict
 
 def test_schedules_follow_sb3_and_take_one_value_per_member():
     config = tiny("dqn", exploration_fraction=0.5, exploration_final_eps=0.1, learning_rate_final=1e-4)
-    schedules = offpolicy.Schedules.of(config)
+    schedules = Schedules.of(config)
     assert schedules.epsilon(99) == 1.0  # random actions until learning starts
     assert schedules.epsilon(175) == pytest.approx(1.0 - 0.9 * 175 / 350)  # the decay counts from step 0
     assert schedules.epsilon(10_000) == pytest.approx(0.1)
     assert schedules.beta(350) == pytest.approx(0.4 + 0.6 * 0.5)  # β anneals to 1 over the run
     assert schedules.lr(350) == pytest.approx(1e-3 + (1e-4 - 1e-3) * 0.5)
-    assert offpolicy.Schedules.of(tiny("dqn")).lr(350) == 1e-3  # no learning_rate_final: constant
+    assert Schedules.of(tiny("dqn")).lr(350) == 1e-3  # no learning_rate_final: constant
     # elementwise: a population's per-member values give each member its own schedule
     starts, ends, durations = np.array([1.0, 1.0, 0.5]), np.array([0.1, 0.05, 0.5]), np.array([100.0, 0.0, 50.0])
     for step in (0, 30, 100, 500):
