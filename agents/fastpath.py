@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch._dynamo.exc import TorchDynamoException
 from torch.func import functional_call, grad_and_value
 
 from agents import losses
@@ -109,6 +108,8 @@ class CompiledUpdate:
         self.lr.fill_(float(self.optimizer.param_groups[0]["lr"]))
         weights = self.ones if batch.weights is None else batch.weights
         if self.calls == 0:  # torch.compile compiles here, before running anything
+            from torch._dynamo.exc import TorchDynamoException  # torch.compile's errors (not imported before)
+
             try:
                 td_errors = self._step(batch.obs, batch.actions, targets, weights, self.lr)
             except TorchDynamoException as e:
