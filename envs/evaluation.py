@@ -4,18 +4,30 @@
 `vectorization="sync"`: env i is a separate env seeded `seed + i`, so what happens in env 0 does not
 depend on how many envs run beside it, and `record_episode` (one env, seeded `seed`) films exactly the
 first of them. The episodes are split across the envs as SB3's `evaluate_policy` does (env i plays
-`(episodes + i) // n`), so short episodes are not over-counted. `policy(obs (n, ...)) -> actions (n,)`.
+`(episodes + i) // n`), so short episodes are not over-counted. `policy(obs (n, ...)) -> actions (n,)`; a policy
+with a state per env (a recurrent net's) also has `episode_start(starting (n,) bool)`, called before each step
+with the envs whose observation is the first of an episode, so it can reset their state there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 
 Policy = Callable[[np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class StatefulPolicy(Protocol):
+    """A policy that carries a state per env, reset where an episode starts."""
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray: ...
+
+    def episode_start(self, starting: np.ndarray) -> None: ...
 
 
 def run_episodes(env: gym.vector.VectorEnv, policy: Policy, episodes: int, seed: int) -> dict:
@@ -24,8 +36,14 @@ def run_episodes(env: gym.vector.VectorEnv, policy: Policy, episodes: int, seed:
     wanted = [(episodes + i) // n for i in range(n)]
     returns: list[list[float]] = [[] for _ in range(n)]
     obs, _ = env.reset(seed=seed)
+    stateful = isinstance(policy, StatefulPolicy)
+    starting = np.ones(n, dtype=bool)  # envs whose obs starts an episode: after a reset, or a step after an end
+    ended = np.zeros(n, dtype=bool)  # (NEXT_STEP autoreset: the step after an episode's end is the reset step)
     while any(len(got) < want for got, want in zip(returns, wanted)):
-        obs, _, _, _, info = env.step(policy(obs))
+        if stateful:
+            policy.episode_start(starting)
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        starting, ended = ended, terminated | truncated
         for i in np.flatnonzero(info.get("_episode", ())):
             if len(returns[i]) < wanted[i]:
                 returns[i].append(float(info["episode"]["r"][i]))
@@ -42,7 +60,11 @@ def record_episode(env: gym.vector.VectorEnv, policy: Policy, seed: int, path: P
     """Play one episode on `env` (one env, render_mode="rgb_array") and write it to `path` as an mp4."""
     obs, _ = env.reset(seed=seed)
     frames = [env.render()[0]]
+    stateful, starting = isinstance(policy, StatefulPolicy), np.ones(1, dtype=bool)
     while True:
+        if stateful:
+            policy.episode_start(starting)
+            starting = np.zeros(1, dtype=bool)
         obs, _, terminated, truncated, _ = env.step(policy(obs))
         frames.append(env.render()[0])
         if terminated[0] or truncated[0]:
