@@ -41,7 +41,8 @@ def cluster():
 
 def sweep(tmp_path, overrides=(), **settings):
     from launch.config import from_dict
-    from launch.sweep import SweepConfig, plan_sweep, run_sweep
+    from launch.sweep import run_sweep
+    from launch.sweep_config import SweepConfig, plan_sweep
 
     plan = plan_sweep(from_dict(SweepConfig, settings, ""), list(overrides), out=tmp_path, name="s")
     return run_sweep(plan)
@@ -141,7 +142,8 @@ def test_a_trial_that_crashes_once_is_retried_and_one_that_always_fails_is_repor
 
 def test_a_metric_the_trainer_never_reports_ends_the_sweep_as_bad_input(cluster, tmp_path):
     from launch.config import from_dict
-    from launch.sweep import SweepConfig, plan_sweep, run_sweep
+    from launch.sweep import run_sweep
+    from launch.sweep_config import SweepConfig, plan_sweep
 
     # A trainer that declares no METRICS is checked when its first trial ends (sweeptest declares
     # them, so the check at load time is skipped here by naming the metric after planning).
