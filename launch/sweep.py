@@ -29,6 +29,7 @@ import yaml
 from launch.sweep_cluster import ClusterUnavailable, check_resources, cluster_environment, connect
 from launch.sweep_config import SweepPlan, load_sweep, stored_plan
 from launch.sweep_results import SweepOutcome, collect_results, print_results
+from launch.sweep_trial import finish_cut_off_wandb
 from networks import io
 from networks.errors import ConfigError
 
@@ -99,7 +100,13 @@ def run_sweep(
             if not restore:  # a driver killed before Tune's first save leaves at most an unusable start
                 shutil.rmtree(plan.sweep_dir / TUNE_DIR, ignore_errors=True)
             grid = make_tuner(plan, restore=restore).fit()
+            if started_ray:  # the trials' processes end with the cluster
+                sys.modules["ray"].shutdown()
+                started_ray = False
             outcome = collect_results(plan, grid)
+            for row in outcome.rows:  # a stopped trial's process is ended while it closes its W&B run
+                if row["status"] in ("done", "stopped"):
+                    finish_cut_off_wandb(Path(row["run_dir"]))
         errors = [row for row in outcome.rows if row.get("config_error")]
         if errors:
             raise ConfigError("", errors[0]["config_error"])

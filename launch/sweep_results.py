@@ -43,8 +43,10 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
             status = "error"
         elif not metrics.get("done"):
             status = "unfinished"  # interrupted, or never started
-        else:
-            status = json.loads(marker.read_text()).get("status", "done") if marker.exists() else "done"
+        elif marker.exists():
+            status = json.loads(marker.read_text()).get("status", "done")
+        else:  # Ray ended the process before the trial wrote its record (it does so to a stopped trial)
+            status = "done" if (metrics.get("step") or 0) >= plan.total_steps else "stopped"
         finished += status != "unfinished"
         rows.append(
             {

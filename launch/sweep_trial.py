@@ -9,20 +9,19 @@ had already finished reports what it recorded and trains nothing.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import math
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launch.config import TrackingConfig, parse_config
 from launch.tracking import LocalTracker, read_metrics
+from launch.wandb_recovery import has_cut_off_runs
 from networks import io
 from networks.errors import ConfigError
 
@@ -133,7 +132,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     for kind, module in plan.trainers.items():  # kinds the driver knows (plugins, tests) resolve here too
         registry.TRAINERS.setdefault(kind, module)
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint otherwise
-    hold_exit_until_closed()
+    wait_for_stopped_trials()
     run_dir = plan.trials_dir / tune.get_context().get_trial_name()  # trial_label()
     try:
         train_trial(plan.trial_document(config), run_dir, metric=plan.settings.metric)
@@ -201,31 +200,35 @@ def _finished(run_dir: Path) -> dict | None:
     return record if record.get("status") == "done" and record.get("report") else None
 
 
-_closing: set[threading.Thread] = set()  # trial threads this process waits for before it exits
+def wait_for_stopped_trials() -> None:
+    """Let a process that Tune keeps for the next trial wait until the trial it stopped has closed its run.
 
-
-def hold_exit_until_closed() -> None:
-    """Keep this trial's process until the trial has closed its run folder and W&B run.
-
-    The one place that leans on how Ray runs a function trainable rather than on its API (pyproject bounds
-    ray to the versions checked; tests/test_sweep.py pins it). Tune stops a trial (ASHA, the sweep ending,
-    Ctrl+C) by raising SystemExit from `tune.report` in the trial's thread, and does not wait for that thread:
-    - a process kept for the next trial waits TUNE_FUNCTION_THREAD_TIMEOUT_S (Tune's setting, 2 s by
-      default) for the thread and fails the next trial if it is still closing: raised here to CLOSE_TIMEOUT_S;
-    - a process let go exits through `ray.actor.exit_actor`, which runs atexit handlers (Ray's documented
-      behaviour): one waits for the trial threads, whose `finally` blocks finish the W&B run.
+    The one place that leans on how Tune runs function trials rather than on its API (pyproject bounds ray to
+    the versions checked; tests/test_sweep.py pins it). Tune stops a trial (ASHA, the sweep ending, Ctrl+C) by
+    raising SystemExit from `tune.report` in the trial's thread and does not wait for the thread to close:
+    - a process kept for the next trial waits TUNE_FUNCTION_THREAD_TIMEOUT_S (Tune's setting, 2 s by default)
+      and fails the next trial if the stopped one is still closing its W&B run: raised here to CLOSE_TIMEOUT_S;
+    - a process let go is ended with its placement group at once, often before W&B has finished: the driver
+      then finishes that W&B run from the run folder (`finish_cut_off_wandb`).
     """
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(CLOSE_TIMEOUT_S)
-    _closing.difference_update([thread for thread in _closing if not thread.is_alive()])  # earlier trials
-    _closing.add(threading.current_thread())
-    atexit.unregister(_wait_for_trials)  # registered once, however many trials this process runs
-    atexit.register(_wait_for_trials)
 
 
-def _wait_for_trials() -> None:
-    for thread in list(_closing):
-        if thread is not threading.current_thread():
-            thread.join(timeout=CLOSE_TIMEOUT_S)
+def finish_cut_off_wandb(run_dir: Path) -> bool:
+    """Finish, from the run folder, an offline W&B run that the trial's process could not finish (Ray ended it
+    while it closed, or it was killed): the cut-off run is set aside and a resumed one holds every step of
+    metrics.jsonl and the summary. Only for trials whose process is gone. True if a run was finished here."""
+    from launch.run import load_run_spec
+
+    if not has_cut_off_runs(run_dir):
+        return False
+    spec = load_run_spec(run_dir)
+    steps = [record["step"] for record in read_metrics(run_dir / "metrics.jsonl")]
+    tracker = LocalTracker(run_dir, spec.tracking, config=spec.resolved, resume_step=max(steps, default=0))
+    summary_path = run_dir / "summary.json"
+    tracker.summary(json.loads(summary_path.read_text()) if summary_path.is_file() else {})  # starts W&B
+    tracker.close()
+    return True
 
 
 def _numbers(metrics: dict) -> dict[str, float]:

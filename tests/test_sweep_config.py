@@ -1,6 +1,8 @@
 """Sweep configs: validation with one-line errors, and their translation into Tune's terms (no cluster)."""
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,9 @@ def test_unreachable_address_fails_fast_without_ray(tmp_path):
         connect("nowhere", swept)
     with pytest.raises(ConfigError, match=r"^--address: Ray Client \(ray://\)"):
         connect("ray://127.0.0.1:10001", swept)
+
+
+def test_the_sweep_config_and_the_driver_import_without_ray():
+    code = "import sys, launch.sweep_config, launch.sweep; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
