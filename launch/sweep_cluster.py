@@ -143,10 +143,18 @@ def _receive(connection: socket.socket, size: int) -> bytes:
     return data
 
 
-def _start_local() -> None:
-    # Loopback only: without this variable set before Ray is imported, the embedded cluster listens on every
-    # interface and routes its own traffic through the machine's network address (Ray 2.60).
+def _stay_on_loopback() -> None:
+    """Keep Ray's traffic on 127.0.0.1, for an embedded cluster or one that listens on a loopback address.
+
+    Without this variable set before Ray is imported, an embedded cluster listens on every interface and routes
+    its own traffic through the machine's network address, and a driver rewrites a 127.0.0.1 address to that
+    network address (Ray 2.60). A cluster on the network needs Ray's default, so it is set only here.
+    """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def _start_local() -> None:
+    _stay_on_loopback()
     import ray
 
     try:
@@ -162,6 +170,11 @@ def _start_local() -> None:
 
 
 def _join(address: str) -> None:
+    host = address.rpartition(":")[0]
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        _stay_on_loopback()
+    # Ray's core logs each retry of an unanswered call on stderr; the deadline says it in one line instead.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     import ray
 
     root = Path(__file__).resolve().parents[1]
