@@ -1,7 +1,8 @@
-"""Chaos: SIGKILL `dlforge train` at random moments, resume each time, and check that nothing is lost beyond the
-last checkpoint.
+"""Chaos: SIGKILL `dlforge train` and `dlforge sweep` (and a sweep's trial workers) at random moments, resume
+each time, and check that nothing is lost beyond the last checkpoint.
 
-    python benchmarks/chaos.py                       # 20 kills across dqn, drqn and gan (a few minutes)
+    python benchmarks/chaos.py                       # 20 kills across dqn, drqn, gan and a sweep (5 each)
+    python benchmarks/chaos.py --kinds sweep         # 20 kills of a sweep: 10 of its driver, 10 of trial workers
     python benchmarks/chaos.py --kills 6 --kinds dqn --seed 3
 
 Each kind gets one run folder. A run is started with `dlforge train`, killed with SIGKILL, continued with
@@ -19,6 +20,16 @@ config and metrics rewrite, the resume itself). After every kill:
 At the end metrics.jsonl must hold each (step, metric) once, in step order, with every periodic point present
 (no duplicated and no missing steps after any resume point), and the last checkpoint must be at total_steps.
 The CI test (tests/robustness/test_crash_resume.py) runs the same `chaos_run` with a few kills.
+
+`sweep` runs a sweep of 6 classify trials (two at a time, W&B offline) and kills, in turn, the driver (`kill -9`
+of `dlforge sweep`; two in three once a running trial reaches a random step, one in three a random 1-15 s after
+the driver started) and one trial's Ray worker (found through the metrics.jsonl it holds open). A killed driver
+is continued with `dlforge sweep --resume` once no process holds a file of the sweep; a killed worker is retried
+by Tune. Steps lost per kill: each interrupted trial's newest logged step minus its newest checkpoint. At the
+end: the driver exits 0; results.csv lists each trial once, all done; every trial's metrics.jsonl holds each
+(step, metric) once with the periodic grid complete; the trials that had finished before a kill are byte for
+byte as they were (metrics, checkpoints, trial.json); and each trial's kept W&B offline runs (read back from
+the .wandb files) hold each (step, metric) of metrics.jsonl once, the newest one with its end record.
 """
 
 from __future__ import annotations
@@ -337,13 +348,13 @@ def summarize(reports: list[Report]) -> dict:
 
 # --- the sweep driver and its trial workers -------------------------------------------------------------------
 
-# A sweep of 6 classify trials (LeNet-5 on sklearn digits, about 25 s each on one busy core), two at a time, a
-# checkpoint every 50 steps, W&B offline. The periodic grid is eval/accuracy every 50 steps.
+# A sweep of 6 classify trials (LeNet-5 on sklearn digits, about a minute each on one busy core), two at a time,
+# a checkpoint every 50 steps, W&B offline. The periodic grid is eval/accuracy every 50 steps.
 SWEEP_PLAN: dict = {
     "document": {
         "base": {
             "kind": "classify",
-            "total_steps": 600,
+            "total_steps": 1200,
             "eval_every": 50,
             "batch_size": 32,
             "torch_threads": 1,
@@ -441,6 +452,7 @@ def sweep_chaos_run(
             stderr=subprocess.STDOUT,
             env={**env(), **(env_extra or {})},
             cwd=root,
+            start_new_session=True,  # its session holds its Ray cluster: waited for after a kill
         )
         return process, time.perf_counter()
 
@@ -448,8 +460,9 @@ def sweep_chaos_run(
     for attempt in range(kills):
         target = "driver" if attempt % 2 == 0 else "worker"
         mode = "time" if target == "driver" and attempt % 3 == 2 else "step"
-        step_target = int(rng.uniform(0.2, 0.8) * total)
+        advance = int(rng.uniform(0.05, 0.35) * total)  # steps a running trial trains past where it stood
         delay = float(rng.uniform(1.0, 15.0))
+        stood = _running_trials(trials, total)  # after a kill, these are the steps the trials resume from or past
         victim = None
         while process.poll() is None and time.monotonic() < deadline:
             running = _running_trials(trials, total)
@@ -460,7 +473,7 @@ def sweep_chaos_run(
                     victim = process.pid
             else:
                 for label, step in running.items():
-                    if step_target <= step < total:
+                    if step >= stood.get(label, 0) + advance:
                         victim = process.pid if target == "driver" else _trial_worker(trials / label)
                         if victim is not None:
                             running = {label: step} if target == "worker" else running
@@ -488,7 +501,7 @@ def sweep_chaos_run(
         )
         if target == "driver":
             process.wait()
-            _wait_until_released(sweep_dir, deadline)
+            _wait_until_released(sweep_dir, process.pid, deadline)
             process, started = launch()
     try:
         code = process.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -598,21 +611,28 @@ def _trial_worker(run_dir: Path) -> int | None:
     return None
 
 
-def _wait_until_released(sweep_dir: Path, deadline: float) -> None:
-    """Wait until no process holds a file of the sweep open: a killed driver takes its cluster, and the
-    cluster its trial workers, with it within seconds."""
+def _wait_until_released(sweep_dir: Path, session: int, deadline: float) -> None:
+    """Wait until the killed driver's trial workers are gone and no process holds a file of the sweep open. A
+    killed driver takes its cluster, and the cluster its workers, with it within seconds (its DashboardAgent
+    and RuntimeEnvAgent linger a minute or two, idle)."""
     prefix = str(sweep_dir.resolve()) + os.sep
+    lingering = (b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
     while time.monotonic() < deadline:
-        holders = []
+        busy = False
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             try:
-                if any(os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()):
-                    holders.append(proc.name)
-            except OSError:
+                cmdline = (proc / "cmdline").read_bytes()
+                in_session = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session
+                if (in_session and cmdline.startswith(b"ray::") and not cmdline.startswith(lingering)) or any(
+                    os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()
+                ):
+                    busy = True
+                    break
+            except (OSError, ValueError, IndexError):
                 continue
-        if not holders:
+        if not busy:
             return
         time.sleep(0.2)
 

@@ -9,6 +9,7 @@ had already finished reports what it recorded and trains nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from networks.errors import ConfigError
 if TYPE_CHECKING:
     from launch.sweep_config import SweepPlan
 
-CLOSE_TIMEOUT_S = 60  # how long a stopped trial's process waits for the trial to close its run folder and W&B
+CLOSE_TIMEOUT_S = 60  # how long a process kept for the next trial waits for the stopped trial to close its W&B run
 CONFIG_ERROR = "dlforge/config_error"  # a trial reports this (and stops the sweep) on bad input
 TRIAL_FILE = "trial.json"  # in a trial's run folder, once it ends: status, steps, seconds and its last report
 
@@ -148,13 +149,17 @@ def train_trial(document: dict, run_dir: Path, *, metric: str) -> None:
     whose trial finished reports its recorded last result again and trains nothing."""
     from ray import tune
 
+    with _sole_writer(run_dir):
+        finished = _finished(run_dir)
+        if finished is not None:
+            tune.report(finished["report"])
+            return
+        _train(parse_config(document), run_dir, metric)
+
+
+def _train(spec, run_dir: Path, metric: str) -> None:
     from launch.run import train_run
 
-    finished = _finished(run_dir)
-    if finished is not None:
-        tune.report(finished["report"])
-        return
-    spec = parse_config(document)
     trackers: list[TuneTracker] = []
 
     def make_tracker(run_dir, tracking, **kwargs):
@@ -189,6 +194,26 @@ def train_trial(document: dict, run_dir: Path, *, metric: str) -> None:
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():
             torch.cuda.empty_cache()  # the process may run the next trial; give a shared GPU its memory back
+
+
+@contextlib.contextmanager
+def _sole_writer(run_dir: Path):
+    """One process at a time trains a trial's run folder. A worker of a killed driver can live on for a few
+    seconds, and a resumed sweep may start the trial again meanwhile: the second waits for the first to go."""
+    import fcntl
+
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(f".{run_dir.name}.lock"), "a+") as lock:
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:  # Tune retries the trial (max_failures)
+                    raise RuntimeError(f"{run_dir} is still being trained by another process") from None
+                time.sleep(0.5)
+        yield
 
 
 def _finished(run_dir: Path) -> dict | None:
