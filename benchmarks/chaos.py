@@ -21,10 +21,11 @@ At the end metrics.jsonl must hold each (step, metric) once, in step order, with
 (no duplicated and no missing steps after any resume point), and the last checkpoint must be at total_steps.
 The CI test (tests/robustness/test_crash_resume.py) runs the same `chaos_run` with a few kills.
 
-`sweep` runs a sweep of 6 classify trials (two at a time, W&B offline) and kills, in turn, the driver (`kill -9`
-of `dlforge sweep`; two in three once a running trial reaches a random step, one in three a random 1-15 s after
-the driver started) and one trial's Ray worker (found through the metrics.jsonl it holds open). A killed driver
-is continued with `dlforge sweep --resume` once no process holds a file of the sweep; a killed worker is retried
+`sweep` runs a sweep of 6 classify trials (two at a time, W&B offline) and kills, in fours: the driver (`kill -9`
+of `dlforge sweep`) once a running trial has trained a random 5-35% of its steps further; the restarted driver a
+random 1-15 s after its start (Ray's start, Tune's restore, the trials' restart); then twice one trial's Ray
+worker (found through the metrics.jsonl it holds open), each once a trial has trained a random 5-35% further. A
+killed driver is continued with `dlforge sweep --resume` once its workers are gone; a killed worker is retried
 by Tune. Steps lost per kill: each interrupted trial's newest logged step minus its newest checkpoint. At the
 end: the driver exits 0; results.csv lists each trial once, all done; every trial's metrics.jsonl holds each
 (step, metric) once with the periodic grid complete; the trials that had finished before a kill are byte for
@@ -458,8 +459,9 @@ def sweep_chaos_run(
 
     process, started = launch()
     for attempt in range(kills):
-        target = "driver" if attempt % 2 == 0 else "worker"
-        mode = "time" if target == "driver" and attempt % 3 == 2 else "step"
+        # In fours: the driver mid-training, the restarted driver while it starts, then two trial workers.
+        target = "driver" if attempt % 4 < 2 else "worker"
+        mode = "time" if attempt % 4 == 1 else "step"
         advance = int(rng.uniform(0.05, 0.35) * total)  # steps a running trial trains past where it stood
         delay = float(rng.uniform(1.0, 15.0))
         stood = _running_trials(trials, total)  # after a kill, these are the steps the trials resume from or past
