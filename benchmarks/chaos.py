@@ -379,7 +379,7 @@ class SweepKill:
     target: str  # "driver": `dlforge sweep` itself, then `--resume`; "worker": one trial's Ray worker process
     mode: str  # "step": once a running trial reaches a random step; "time": a random wall time after the start
     after_s: float  # seconds from the driver's (re)start to the kill
-    running: dict  # trial -> [newest logged step, newest checkpoint step] of each trial the kill interrupted
+    running: dict  # trial -> [newest logged step, newest checkpoint step] of each trial it interrupted, once dead
     lost: int  # logged minus checkpoint step, summed over those trials
     finished: int  # trials finished when the kill came
 
@@ -436,6 +436,7 @@ def sweep_chaos_run(
     total = int(document["base"]["total_steps"])
     report = SweepReport(kills=[])
     fingerprints: dict[str, tuple] = {}  # finished trial -> what it was when a kill first found it finished
+    seen: dict[str, tuple] = {}  # interrupted trial -> (logged, checkpoint step) after its last kill
     deadline = time.monotonic() + timeout_s
     launches = 0
 
@@ -494,16 +495,27 @@ def sweep_chaos_run(
             fingerprints.setdefault(label, _fingerprint(trials / label))
         os.kill(victim, signal.SIGKILL)
         after = time.perf_counter() - started
-        state = {label: [step, inspect_checkpoints(trials / label)[3]] for label, step in running.items()}
-        lost = sum(max(0, step - (newest or 0)) for step, newest in state.values())
+        if target == "driver":
+            process.wait()
+            _wait_until_released(sweep_dir, process.pid, deadline)
+        else:
+            while _alive(victim) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        # What the interrupted trials hold once their processes are gone: what they logged up to the end.
+        state = {
+            label: [newest_logged_step(trials / label), inspect_checkpoints(trials / label)[3]] for label in running
+        }
+        lost = 0
+        for label, (logged, newest) in state.items():
+            if seen.get(label) != (logged, newest):  # unchanged: killed again before it trained, counted already
+                lost += max(0, (logged or 0) - (newest or 0))
+            seen[label] = (logged, newest)
         report.kills.append(SweepKill(attempt, target, mode, round(after, 2), state, lost, len(finished)))
         log(
             f"  sweep kill {attempt + 1}/{kills} ({target}, {mode}, {after:.1f} s): {len(finished)} trials "
             f"finished, interrupted {state or 'none'}, {lost} steps lost"
         )
         if target == "driver":
-            process.wait()
-            _wait_until_released(sweep_dir, process.pid, deadline)
             process, started = launch()
     try:
         code = process.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -611,6 +623,13 @@ def _trial_worker(run_dir: Path) -> int | None:
         except OSError:
             continue
     return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _wait_until_released(sweep_dir: Path, session: int, deadline: float) -> None:
