@@ -14,12 +14,6 @@ from pathlib import Path
 
 from networks.errors import CheckpointError, ConfigError
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep embedded Ray on loopback
-os.environ.setdefault("WANDB_SILENT", "true")
-# A W&B service inherited from a parent process (wandb sets WANDB_SERVICE for its children) would tie this
-# run's records to the parent's process; each dlforge process runs its own.
-os.environ.pop("WANDB_SERVICE", None)
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
@@ -81,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    # A W&B service inherited from a parent process (wandb sets WANDB_SERVICE for its children) would tie this
+    # run's records to the parent's process; each dlforge process runs its own.
+    os.environ.pop("WANDB_SERVICE", None)
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:  # `key=value` overrides may also follow the flags: `train cfg.yaml --out d lr=1e-3`
