@@ -77,11 +77,11 @@ class LocalTracker:
         self._latest: dict[str, float] = {}
         self._checkpointed = False  # this process saved a checkpoint: the run trained, and ends with artifacts
         self._sent = {"rows": 0, "last_step": None, "media": 0, "model artifacts": 0}  # handed to W&B
+        self._backlog: list[dict] = []  # records a crash kept from W&B, logged first when W&B starts
         _check_wandb_online(self.tracking)
         if self.tracking.wandb == "online":
             self._wandb()  # an unreachable server stops the run now, not after its first minutes of training
         metrics_path = self.run_dir / "metrics.jsonl"
-        self._backlog: list[dict] = []  # records a crash kept from W&B, logged first when W&B starts
         if resume_step is not None:
             truncate_metrics(metrics_path, resume_step)
             if self.tracking.wandb == "offline":
