@@ -55,10 +55,7 @@ def load_run_spec(run_dir: str | Path, overrides: list[str] | tuple = ()) -> Run
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError("run", f"{run_dir} holds no dlforge run (no {CONFIG_FILE})")
     spec = parse_config(apply_overrides(read_yaml(run_dir / CONFIG_FILE), overrides), source=run_dir)
-    network = _pretrained_network(spec)
-    kept = pretrained.kept_copy(network, run_dir) if network else None
-    if kept is not None:
-        network["init_from"] = str(kept)
+    pretrained.use_kept_copy(spec.config, run_dir)
     return spec
 
 
