@@ -120,7 +120,7 @@ def test_a_checkpoint_other_than_the_recorded_one_is_refused(autoencoder, tmp_pa
     assert not (tmp_path / "pinned").exists()
 
 
-def test_agents_load_builds_from_the_kept_copy_in_a_run_and_in_an_artifact(autoencoder, tmp_path):
+def test_agents_load_builds_from_the_kept_copy_in_a_run_an_artifact_and_a_hub_folder(autoencoder, tmp_path):
     ae_dir, ae_encoder = autoencoder
     source = tmp_path / "source"
     shutil.copytree(ae_dir, source)
@@ -137,6 +137,8 @@ def test_agents_load_builds_from_the_kept_copy_in_a_run_and_in_an_artifact(autoe
     actions, state = policy.predict(obs)
     assert actions.shape == (3,) and state is None and ((actions >= 0) & (actions < policy.action_space.n)).all()
 
+    hub = tmp_path / "hub"
+    assert main(["export", str(run_dir), "--format", "hub", "--out", str(hub), "--episodes", "1"]) == 0
     artifact = tmp_path / "downloaded"  # what a W&B model artifact holds, elsewhere: no source, no run folder
     for part in ("checkpoints", "pretrained"):
         shutil.copytree(run_dir / part, artifact / part)
@@ -147,3 +149,4 @@ def test_agents_load_builds_from_the_kept_copy_in_a_run_and_in_an_artifact(autoe
     assert again.config.network["init_from"] == str(artifact / "pretrained" / checkpoint_stems(ae_dir)[0].name)
     np.testing.assert_array_equal(again.q_values(obs), expected)
     np.testing.assert_array_equal(again.predict(obs)[0], actions)
+    np.testing.assert_array_equal(agents.load(hub).q_values(obs), expected)  # the Hub folder carries the copy too
