@@ -195,7 +195,7 @@ def reliable(groups: list[Group], metric: str = METRIC, reps: int = REPS) -> dic
     curves = {g.label: c for g, _ in scored if (c := iqm_curve(g, metric, reps)) is not None}
     return {
         "metric": metric,
-        "bootstrap": {"reps": reps, "confidence": CONFIDENCE, "method": "rliable stratified bootstrap, percentile"},
+        "bootstrap": {"reps": reps, "confidence": CONFIDENCE, "method": "stratified, percentile"},
         "configs": configs,
         "probability_of_improvement": pairs,
         "performance_profiles": profiles,
