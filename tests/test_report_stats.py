@@ -125,3 +125,13 @@ def test_report_has_reliable_tables_and_plots(tmp_path):
     assert "Reliable statistics: final eval/mean_return" in page and "P(X &gt; Y)" in page
     assert "490 [" in page  # the IQM with its interval in the table
     assert "exponential moving average (weight 0.8)" in page
+
+
+def test_improvement_probability_is_rliables_ties_included():
+    rng = np.random.default_rng(0)
+    for x, y in [
+        (rng.normal(size=(5, 3)), rng.normal(size=(7, 3))),
+        (rng.integers(0, 4, size=(6, 2)).astype(float), rng.integers(0, 4, size=(4, 2)).astype(float)),
+        (np.full((3, 1), 500.0), np.full((3, 1), 500.0)),
+    ]:
+        assert stats.improvement_probability(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))

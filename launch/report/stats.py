@@ -122,8 +122,18 @@ def aggregates(scores: np.ndarray, reps: int = REPS, seed: int = 0) -> dict[str,
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = REPS, seed: int = 0) -> dict[str, float]:
     """P(X > Y) with its interval; x and y (runs, tasks) are resampled independently (rliable's
     StratifiedIndependentBootstrap)."""
-    (value,), ((low,), (high,)) = interval_estimates([x, y], metrics.probability_of_improvement, reps, seed)
+    (value,), ((low,), (high,)) = interval_estimates([x, y], improvement_probability, reps, seed)
     return estimate(value, low, high)
+
+
+def improvement_probability(x: np.ndarray, y: np.ndarray) -> float:
+    """rliable's `metrics.probability_of_improvement`, P(X_m > Y_m) + P(X_m = Y_m) / 2 averaged over tasks m,
+    computed by comparing every pair of runs at once. rliable computes each task's value with scipy's
+    `mannwhitneyu` (U / (n_x n_y), the same number), which costs about 2 ms a call: 4 s per pair of configs
+    over 2,000 resamples, against 0.1 s here (tests/test_report_stats.py checks the two agree, ties included)."""
+    greater = (x[:, None, :] > y[None, :, :]).mean(axis=(0, 1))  # (tasks,)
+    equal = (x[:, None, :] == y[None, :, :]).mean(axis=(0, 1))
+    return float(np.mean(greater + 0.5 * equal))
 
 
 def iqm_per_step(scores: np.ndarray) -> np.ndarray:
