@@ -22,11 +22,10 @@ from torch import nn
 
 import networks
 from generative import images
-from generative.common import ensure_finite, is_eval_step, make_tree, restore_tree, sample, spec_of, torch_threads
-from generative.data import Images, load_images
+from generative.common import ImageOptions, fit, load_data, make_tree, optimize, restore_tree, sample, session, spec_of
+from generative.data import Images
 from generative.metrics import reconstruction_errors
 from networks.errors import ConfigError
-from networks.runtime import resolve_device, seed_everything
 
 DEFAULT_ENCODERS = {  # the code layer (a Linear to code_dim) is added by networks.build's output_dim
     "conv": {"type": "cnn", "conv": [[32, 3, 2, 1], [64, 3, 2, 1]], "activation": "relu"},
@@ -35,24 +34,14 @@ DEFAULT_ENCODERS = {  # the code layer (a Linear to code_dim) is added by networ
 
 
 @dataclass
-class Config:
-    data: str = "mnist5k"  # digits | mnist5k | npz:<path> | folder:<path> | env:<env_id>
-    image_size: int | None = field(default=None, metadata={"ge": 4})  # None: the data's own size
+class Config(ImageOptions):
     arch: Literal["conv", "dense"] = "conv"  # picks the default encoder and the decoder type
     code_dim: int = field(default=32, metadata={"ge": 1})  # the Keras blog's 32-d code
     encoder: dict[str, Any] | None = None  # networks.build spec; None: DEFAULT_ENCODERS[arch]
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32])  # conv: widths, each doubles H, W
     decoder_hidden: list[int] = field(default_factory=lambda: [256])  # dense: decoder MLP widths
     noise_std: float = field(default=0.0, metadata={"ge": 0})  # > 0: denoising autoencoder
-    total_steps: int = field(default=3000, metadata={"gt": 0})  # gradient steps
-    batch_size: int = field(default=128, metadata={"gt": 0})  # pytorch/examples' VAE batch
     lr: float = field(default=1e-3, metadata={"gt": 0})  # Adam's default (Kingma & Ba 2015)
-    eval_every: int = field(default=1000, metadata={"gt": 0})  # steps between test metrics and images
-    test_fraction: float = field(default=0.2, metadata={"gt": 0, "lt": 1})  # held-out share
-    env_frames: int = field(default=2000, metadata={"ge": 2})  # frames collected for data env:<env_id>
-    seed: int = 0  # seeds the split, the init, the noise and the batches
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
 
     def validate(self) -> None:
         if self.code_dim < 1:
@@ -126,36 +115,26 @@ def corrupt(x: torch.Tensor, noise_std: float) -> torch.Tensor:
 
 
 def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    config.validate()
-    with torch_threads(config.torch_threads):
-        device = resolve_device(config.device)
-        seed_everything(config.seed)
-        data = load_images(config.data, seed=config.seed, image_size=config.image_size,
-                           test_fraction=config.test_fraction, env_frames=config.env_frames)  # fmt: skip
+    with session(config) as device:
+        data = load_data(config)
         model = Autoencoder(config, data.shape).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        parts = {"encoder": model.encoder, "decoder": model.decoder}
-        step = 0 if resume is None else restore_tree(resume, parts, {"autoencoder": optimizer})
+        parts, optimizers = {"encoder": model.encoder, "decoder": model.decoder}, {"autoencoder": optimizer}
+        step = 0 if resume is None else restore_tree(resume, parts, optimizers)
         specs = {"encoder": describe_encoder(config, data), "decoder": {"image_shape": list(data.shape)}}
         x_train = torch.from_numpy(data.x_train).to(device)
-        metrics: dict[str, float] = {}
-        while step < config.total_steps:
+
+        def update(step: int) -> dict[str, torch.Tensor]:
             model.train()
             x = sample(x_train, config.batch_size)
             loss = reconstruction_loss(model(corrupt(x, config.noise_std)), x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
-                ensure_finite(step, reconstruction=loss.item())
-                tracker.log({"losses/bce_per_pixel": loss.item()}, step)
-            if is_eval_step(step, config.eval_every, config.total_steps):
-                metrics = evaluate(model, data, config, tracker, step, device)
-                tree = make_tree(parts, {"autoencoder": optimizer}, step, specs=specs)
-                tracker.checkpoint(tree, step)
-                if tracker.should_stop():
-                    break
+            return {"losses/bce_per_pixel": optimize(optimizer, loss)}
+
+        _, metrics = fit(
+            tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every, update=update,
+            evaluate=lambda step: evaluate(model, data, config, tracker, step, device),
+            checkpoint_tree=lambda step: make_tree(parts, optimizers, step, specs=specs),
+        )  # fmt: skip
         tracker.summary(metrics)
         return metrics
 
@@ -207,8 +186,7 @@ def generate(config: Config, tree: dict, *, n: int, seed: int) -> np.ndarray:
     image_shape = tuple(spec_of(tree, "decoder")["image_shape"])
     model = Autoencoder(config, image_shape)
     restore_tree(tree, {"encoder": model.encoder, "decoder": model.decoder})
-    data = load_images(config.data, seed=config.seed, image_size=config.image_size,
-                       test_fraction=config.test_fraction, env_frames=config.env_frames)  # fmt: skip
+    data = load_data(config)
     pick = np.random.default_rng(seed).choice(len(data.x_test), size=min(n, len(data.x_test)), replace=False)
     x = torch.from_numpy(data.x_test[np.sort(pick)])
     model.eval()

@@ -15,17 +15,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from generative.common import ensure_finite, make_tree, restore_tree, spec_of, torch_threads
+from generative.common import Best, TrainingOptions, fit, make_tree, restore_tree, session, spec_of
 from generative.data import Images, load_images
 from generative.metrics import Judge
 from networks import io
 from networks.errors import CheckpointError, ConfigError
-from networks.runtime import resolve_device, seed_everything
 
 
 @dataclass
-class Config:
-    data: str = "digits"  # digits | mnist5k | npz:<path> | folder:<path> | env:<env_id>; needs labels
+class Config(TrainingOptions):
+    data: str = "digits"  # digits | mnist5k | npz:<path> | folder:<path>; needs labels
     network: dict[str, Any] = field(default_factory=lambda: {"type": "lenet5"})  # LeCun et al. 1998
     image_size: int = field(default=32, metadata={"ge": 8})  # LeNet-5's 32x32 input field
     margin: int = field(default=4, metadata={"ge": 0})  # blank border: 8x8 digits become 24x24 in 32x32
@@ -35,10 +34,6 @@ class Config:
     cosine_decay: bool = True  # anneal lr to 0 over total_steps (Loshchilov & Hutter 2017): a steadier finish
     shift: int = field(default=2, metadata={"ge": 0})  # random translation by up to this many pixels (augmentation)
     eval_every: int = field(default=200, metadata={"gt": 0})  # steps between test-set evaluations
-    test_fraction: float = field(default=0.2, metadata={"gt": 0, "lt": 1})  # held-out share, stratified
-    seed: int = 0  # seeds the split, the init and the batches
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
 
     def validate(self) -> None:
         if self.image_size - 2 * self.margin < 4:
@@ -46,52 +41,40 @@ class Config:
 
 
 def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    with torch_threads(config.torch_threads):
-        return _train(config, tracker, resume)
+    with session(config) as device:
+        data = load_images(config.data, seed=config.seed, test_fraction=config.test_fraction)
+        if data.y_train is None:
+            raise ConfigError("data", f"'{config.data}' has no labels; a classifier needs them")
+        shape = (data.shape[0], config.image_size, config.image_size)
+        judge = Judge(config.network, shape, data.num_classes, config.margin).to(device)
+        optimizer = torch.optim.Adam(judge.parameters(), lr=config.lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, config))
+        step, best = 0, Best("eval/accuracy", "max")
+        if resume is not None:
+            step = restore_tree(resume, {"judge": judge}, {"judge": optimizer})
+            schedule.last_epoch = step
+            best.value = float(resume.get("best_accuracy", best.value))
+        x_train, y_train, x_test, y_test = _prepared(judge, data, device)
 
+        def update(step: int) -> dict[str, torch.Tensor]:
+            loss = train_step(judge, optimizer, x_train, y_train, config.batch_size, shift=config.shift)
+            schedule.step()
+            return {"losses/cross_entropy": loss.detach()}
 
-def _train(config: Config, tracker, resume: dict | None) -> dict[str, float]:
-    config.validate()
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    data = load_images(config.data, seed=config.seed, test_fraction=config.test_fraction)
-    if data.y_train is None:
-        raise ConfigError("data", f"'{config.data}' has no labels; a classifier needs them")
-    judge = Judge(
-        config.network, (data.shape[0], config.image_size, config.image_size), data.num_classes, config.margin
-    ).to(device)
-    optimizer = torch.optim.Adam(judge.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, config))
-    step = 0
-    if resume is not None:
-        step = restore_tree(resume, {"judge": judge}, {"judge": optimizer})
-        schedule.last_epoch = step
-
-    x_train, y_train, x_test, y_test = _prepared(judge, data, device)
-    best = -1.0 if resume is None else float(resume.get("best_accuracy", -1.0))
-    metrics: dict[str, float] = {}
-    while step < config.total_steps:
-        loss = train_step(judge, optimizer, x_train, y_train, config.batch_size, shift=config.shift)
-        schedule.step()
-        step += 1
-        if step % 50 == 0 or step % config.eval_every == 0 or step == config.total_steps:
-            ensure_finite(step, cross_entropy=loss.item())
-            tracker.log({"losses/cross_entropy": loss.item()}, step)
-        if step % config.eval_every == 0 or step == config.total_steps:
+        def evaluate(step: int) -> dict[str, float]:
             metrics = evaluate_accuracy(judge, x_test, y_test)
             tracker.log(metrics, step)
-            accuracy = metrics["eval/accuracy"]
-            tree = make_tree({"judge": judge}, {"judge": optimizer}, step, specs={"judge": judge.describe()},
-                             best_accuracy=max(best, accuracy))  # fmt: skip
-            tracker.checkpoint(tree, step)
-            if accuracy > best:
-                best = accuracy
-                tracker.checkpoint(tree, step, best=True, metric=accuracy)
-            if tracker.should_stop():
-                break
-    summary = {**metrics, "eval/best_accuracy": best}
-    tracker.summary(summary)
-    return summary
+            return metrics
+
+        def checkpoint_tree(step: int) -> dict:
+            return make_tree({"judge": judge}, {"judge": optimizer}, step, specs={"judge": judge.describe()},
+                             best_accuracy=best.value)  # fmt: skip
+
+        _, metrics = fit(tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every,
+                         update=update, evaluate=evaluate, checkpoint_tree=checkpoint_tree, best=best)  # fmt: skip
+        summary = {**metrics, "eval/best_accuracy": best.value}
+        tracker.summary(summary)
+        return summary
 
 
 def _cosine(step: int, config: Config) -> float:

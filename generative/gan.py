@@ -13,6 +13,7 @@ Images in [-1, 1] inside, [0, 1] outside.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,16 +27,19 @@ import networks
 from generative import images
 from generative.classifier import fit_judge, load_judge
 from generative.common import (
-    ensure_finite,
-    is_eval_step,
+    Best,
+    ImageOptions,
+    fit,
+    load_data,
     make_tree,
+    optimize,
     restore_tree,
     sample,
+    session,
     spec_of,
     spectral_norm_all,
-    torch_threads,
 )
-from generative.data import Images, load_images
+from generative.data import Images
 from generative.metrics import (
     DiscriminatorWatch,
     FrechetLeNetDistance,
@@ -44,7 +48,6 @@ from generative.metrics import (
     mode_collapse,
 )
 from networks.errors import ConfigError
-from networks.runtime import resolve_device, seed_everything
 
 
 @dataclass
@@ -63,13 +66,11 @@ class Alarms:
 
 
 @dataclass
-class AdversarialConfig:
+class AdversarialConfig(ImageOptions):
     """Fields every GAN kind shares."""
 
     data: str = "digits"  # digits | mnist5k | npz:<path> | folder:<path> | env:<env_id>
-    image_size: int | None = field(default=None, metadata={"ge": 4})  # None: the data's own size
     latent_dim: int = field(default=64, metadata={"ge": 1})  # size of the noise z
-    total_steps: int = field(default=3000, metadata={"gt": 0})  # gradient steps (each: one D and one G update)
     batch_size: int = field(default=64, metadata={"gt": 0})  # DCGAN used 128; 64 is kinder to 2 CPU cores
     lr_g: float = field(default=2e-4, metadata={"gt": 0})  # DCGAN paper; TTUR: 1e-4 here, 4e-4 for D
     lr_d: float = field(default=2e-4, metadata={"gt": 0})  # DCGAN paper
@@ -77,14 +78,9 @@ class AdversarialConfig:
     beta2: float = field(default=0.999, metadata={"ge": 0, "lt": 1})  # Adam's default
     stability: Stability = field(default_factory=Stability)
     alarms: Alarms = field(default_factory=Alarms)
-    eval_every: int = field(default=1000, metadata={"gt": 0})  # steps between sample grids and metrics
     eval_samples: int = field(default=1000, metadata={"ge": 2})  # samples for FLD and class coverage
     judge: str | None = None  # a `classify` run folder; None trains a LeNet judge on the data (seconds)
     judge_steps: int = field(default=1500, metadata={"ge": 0})  # steps for that judge; 0 = no judge metrics
-    test_fraction: float = field(default=0.2, metadata={"gt": 0, "lt": 1})  # held-out share (FLD's real set)
-    seed: int = 0  # seeds the split, the init, the noise and the batches
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
     amp: bool = False  # bf16 autocast (for GPUs; the losses take logits, so autocast is safe)
     channels_last: bool = False  # NHWC memory layout for the conv nets (faster convs on GPUs)
     compile: bool = False  # torch.compile both networks (pays a compile pause up front)
@@ -154,19 +150,14 @@ def generate(config: Config, tree: dict, *, n: int, seed: int) -> np.ndarray:
 
 
 def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> dict[str, float]:
-    config.validate()
-    with torch_threads(config.torch_threads):
-        device = resolve_device(config.device)
-        seed_everything(config.seed)
-        data = load_images(
-            config.data, seed=config.seed, image_size=config.image_size, test_fraction=config.test_fraction
-        )
+    with session(config) as device:
+        data = load_data(config)
         generator, discriminator = build(config, data.shape)
         if config.stability.spectral_norm:
             spectral_norm_all(discriminator)
-        generator, discriminator = generator.to(device), discriminator.to(device)
         layout = torch.channels_last if config.channels_last else torch.contiguous_format
-        generator, discriminator = generator.to(memory_format=layout), discriminator.to(memory_format=layout)
+        generator = generator.to(device).to(memory_format=layout)
+        discriminator = discriminator.to(device).to(memory_format=layout)
         # compiled wrappers run the steps; the plain modules own the weights the checkpoint saves
         run_g, run_d = generator, discriminator
         if config.compile:
@@ -177,6 +168,7 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
         models = {"generator": generator, "discriminator": discriminator}
         optimizers = {"generator": opt_g, "discriminator": opt_d}
         step = 0 if resume is None else restore_tree(resume, models, optimizers)
+        best = Best("eval/fld", "min", value=float(resume.get("best_fld", math.nan)) if resume else math.nan)
         watch = DiscriminatorWatch(
             config.alarms.d_loss_below, config.alarms.d_loss_steps, config.stability.label_smoothing
         )
@@ -186,11 +178,9 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else contextlib.nullcontext()
         fixed_noise = fixed_noise.to(device)
         specs = {"generator": {"latent_dim": config.latent_dim, "image_shape": list(data.shape)}}
+        timing = {"train_s": 0.0, "alarms": 0}
 
-        metrics: dict[str, float] = {}
-        train_time, alarms_fired = 0.0, 0
-        best_fld = float("inf") if resume is None else float(resume.get("best_fld", float("inf")))
-        while step < config.total_steps:
+        def update(step: int) -> dict[str, float]:
             started = time.perf_counter()
             real = sample(real_images, config.batch_size)
             z = torch.randn(config.batch_size, config.latent_dim, device=device)
@@ -198,54 +188,40 @@ def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> 
                 fake = run_g(z)
                 # (1) discriminator: real vs fake; detach() keeps the generator out of this update
                 d_loss = discriminator_loss(run_d(real), run_d(fake.detach()), config.stability.label_smoothing)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            optimize(opt_d, d_loss)
             # (2) generator: fool the discriminator, frozen (no gradients for its weights)
             discriminator.requires_grad_(False)
             with autocast:
                 g_loss = generator_loss(run_d(fake), config.stability.non_saturating)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
+            optimize(opt_g, g_loss)
             discriminator.requires_grad_(True)
-            step += 1
             d_value = d_loss.item()
-            train_time += time.perf_counter() - started
-
+            timing["train_s"] += time.perf_counter() - started
             if watch.update(d_value) and watch.run == config.alarms.d_loss_steps:
-                alarms_fired += 1
+                timing["alarms"] += 1
                 tracker.log({"charts/alarm_discriminator_wins": 1.0}, step)
-            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
-                ensure_finite(step, discriminator=d_value, generator=g_loss.item())
-                tracker.log(
-                    {
-                        "losses/discriminator": d_value,
-                        "losses/generator": g_loss.item(),
-                        "charts/images_per_s": step_images(step, resume, config) / max(train_time, 1e-9),
-                    },
-                    step,
-                )
-            if is_eval_step(step, config.eval_every, config.total_steps):
-                metrics = scorer.evaluate(generator, fixed_noise, step)
-                fld = metrics.get("eval/fld")
-                tree = make_tree(
-                    models, optimizers, step, specs=specs, best_fld=best_fld if fld is None else min(best_fld, fld)
-                )
-                tracker.checkpoint(tree, step)
-                if fld is not None and fld < best_fld:  # the sampler with the lowest FLD so far
-                    best_fld = fld
-                    tracker.checkpoint(tree, step, best=True, metric=fld)
-                if tracker.should_stop():
-                    break
+            return {"losses/discriminator": d_value, "losses/generator": g_loss.detach(),
+                    "charts/images_per_s": images_per_s(step)}  # fmt: skip
+
+        def images_per_s(step: int) -> float:
+            return step_images(step, resume, config) / max(timing["train_s"], 1e-9)
+
+        def checkpoint_tree(step: int) -> dict:
+            return make_tree(models, optimizers, step, specs=specs, best_fld=best.value)
+
+        step, metrics = fit(
+            tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every, update=update,
+            evaluate=lambda step: scorer.evaluate(generator, fixed_noise, step),
+            checkpoint_tree=checkpoint_tree, best=best,
+        )  # fmt: skip
         tracker.image("eval/interpolation", interpolation_strip(generator, fixed_noise), step)
         summary = {
             **metrics,
-            "charts/images_per_s": step_images(step, resume, config) / max(train_time, 1e-9),
-            "charts/alarm_discriminator_wins": float(alarms_fired),
+            "charts/images_per_s": images_per_s(step),
+            "charts/alarm_discriminator_wins": float(timing["alarms"]),
         }
-        if best_fld < float("inf"):
-            summary["eval/best_fld"] = best_fld
+        if best.found:
+            summary["eval/best_fld"] = best.value
         tracker.summary(summary)
         return summary
 

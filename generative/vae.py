@@ -18,31 +18,20 @@ from torch import nn
 import networks
 from generative import images
 from generative.ae import DEFAULT_ENCODERS, build_decoder, interpolation
-from generative.common import ensure_finite, is_eval_step, make_tree, restore_tree, sample, spec_of, torch_threads
-from generative.data import Images, load_images
+from generative.common import ImageOptions, fit, load_data, make_tree, optimize, restore_tree, sample, session, spec_of
+from generative.data import Images
 from generative.metrics import reconstruction_errors
 from networks.errors import ConfigError
-from networks.runtime import resolve_device, seed_everything
 
 
 @dataclass
-class Config:
-    data: str = "mnist5k"  # digits | mnist5k | npz:<path> | folder:<path> | env:<env_id>
-    image_size: int | None = field(default=None, metadata={"ge": 4})  # None: the data's own size
+class Config(ImageOptions):
     arch: Literal["dense", "conv"] = "dense"  # dense: pytorch/examples' 784-400-20-400-784
     latent_dim: int = field(default=20, metadata={"ge": 1})  # pytorch/examples
     encoder: dict[str, Any] | None = None  # networks.build spec; None: 400 hidden units (dense) or ae's conv
     decoder_hidden: list[int] = field(default_factory=lambda: [400])  # dense decoder (pytorch/examples)
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32])  # conv decoder widths
-    total_steps: int = field(default=3000, metadata={"gt": 0})  # gradient steps
-    batch_size: int = field(default=128, metadata={"gt": 0})  # pytorch/examples
     lr: float = field(default=1e-3, metadata={"gt": 0})  # pytorch/examples (Adam)
-    eval_every: int = field(default=1000, metadata={"gt": 0})  # steps between test metrics and images
-    test_fraction: float = field(default=0.2, metadata={"gt": 0, "lt": 1})  # held-out share
-    env_frames: int = field(default=2000, metadata={"ge": 2})  # frames collected for data env:<env_id>
-    seed: int = 0  # seeds the split, the init, the noise and the batches
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
 
     def validate(self) -> None:
         if self.latent_dim < 1:
@@ -89,36 +78,26 @@ def negative_elbo(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logva
 
 
 def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    config.validate()
-    with torch_threads(config.torch_threads):
-        device = resolve_device(config.device)
-        seed_everything(config.seed)
-        data = load_images(config.data, seed=config.seed, image_size=config.image_size,
-                           test_fraction=config.test_fraction, env_frames=config.env_frames)  # fmt: skip
+    with session(config) as device:
+        data = load_data(config)
         model = VAE(config, data.shape).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         step = 0 if resume is None else restore_tree(resume, model.parts(), {"vae": optimizer})
         specs = {"decoder": {"image_shape": list(data.shape), "latent_dim": config.latent_dim}}
         fixed_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
         x_train = torch.from_numpy(data.x_train).to(device)
-        metrics: dict[str, float] = {}
-        while step < config.total_steps:
+
+        def update(step: int) -> dict[str, torch.Tensor]:
             model.train()
-            x = sample(x_train, config.batch_size)
-            loss, reconstruction, kl = negative_elbo_of(model, x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
-                ensure_finite(step, elbo=loss.item())
-                tracker.log({"losses/neg_elbo": loss.item(), "losses/reconstruction": reconstruction.item(),
-                             "losses/kl": kl.item()}, step)  # fmt: skip
-            if is_eval_step(step, config.eval_every, config.total_steps):
-                metrics = evaluate(model, data, config, tracker, step, fixed_z)
-                tracker.checkpoint(make_tree(model.parts(), {"vae": optimizer}, step, specs=specs), step)
-                if tracker.should_stop():
-                    break
+            loss, reconstruction, kl = negative_elbo_of(model, sample(x_train, config.batch_size))
+            return {"losses/neg_elbo": optimize(optimizer, loss), "losses/reconstruction": reconstruction.detach(),
+                    "losses/kl": kl.detach()}  # fmt: skip
+
+        _, metrics = fit(
+            tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every, update=update,
+            evaluate=lambda step: evaluate(model, data, config, tracker, step, fixed_z),
+            checkpoint_tree=lambda step: make_tree(model.parts(), {"vae": optimizer}, step, specs=specs),
+        )  # fmt: skip
         tracker.summary(metrics)
         return metrics
 
