@@ -12,6 +12,7 @@ tree["specs"]["encoder"] the networks.build spec, input shape and output size th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,9 +115,9 @@ def corrupt(x: torch.Tensor, noise_std: float) -> torch.Tensor:
     return (x + noise_std * torch.randn_like(x)).clamp(0.0, 1.0) if noise_std > 0 else x
 
 
-def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
+def train(config: Config, tracker, *, resume: dict | None = None, make_env: Callable | None = None) -> dict[str, float]:
     with session(config) as device:
-        data = load_data(config)
+        data = load_data(config, make_env)
         model = Autoencoder(config, data.shape).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         parts, optimizers = {"encoder": model.encoder, "decoder": model.decoder}, {"autoencoder": optimizer}
@@ -181,12 +182,13 @@ def interpolation(decoder: nn.Module, codes: torch.Tensor, rows: int = 6, steps:
     return images.grid(torch.sigmoid(decoder(z.reshape(rows * steps, -1))).cpu().numpy(), nrow=steps)
 
 
-def generate(config: Config, tree: dict, *, n: int, seed: int) -> np.ndarray:
-    """Autoencoders do not sample: they reconstruct `n` test images (chosen by `seed`), as (n, C, H, W)."""
+def generate(config: Config, tree: dict, *, n: int, seed: int, make_env: Callable | None = None) -> np.ndarray:
+    """Autoencoders do not sample: they reconstruct `n` test images (chosen by `seed`), as (n, C, H, W).
+    `make_env` (envs.make) is needed only to collect `env:<id>` data again."""
     image_shape = tuple(spec_of(tree, "decoder")["image_shape"])
     model = Autoencoder(config, image_shape)
     restore_tree(tree, {"encoder": model.encoder, "decoder": model.decoder})
-    data = load_data(config)
+    data = load_data(config, make_env)
     pick = np.random.default_rng(seed).choice(len(data.x_test), size=min(n, len(data.x_test)), replace=False)
     x = torch.from_numpy(data.x_test[np.sort(pick)])
     model.eval()

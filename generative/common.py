@@ -62,10 +62,10 @@ class ImageOptions(TrainingOptions):
     env_frames: int = field(default=2000, metadata={"ge": 2})  # frames collected for data env:<env_id>
 
 
-def load_data(config: ImageOptions) -> Images:
-    """The images `config` names, split by its seed."""
+def load_data(config: ImageOptions, make_env: Callable | None = None) -> Images:
+    """The images `config` names, split by its seed; `make_env` (envs.make) collects `env:<id>` frames."""
     return load_images(config.data, seed=config.seed, image_size=config.image_size,
-                       test_fraction=config.test_fraction, env_frames=config.env_frames)  # fmt: skip
+                       test_fraction=config.test_fraction, env_frames=config.env_frames, make_env=make_env)  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ Training is gan.py's two-phase loop; only the networks differ.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,8 +101,8 @@ def build_networks(config: Config, image_shape: tuple[int, int, int]) -> tuple[n
     return Generator(config.latent_dim, image_shape, config.ngf), Discriminator(image_shape, config.ndf)
 
 
-def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    return train_adversarial(config, tracker, build_networks, resume=resume)
+def train(config: Config, tracker, *, resume: dict | None = None, make_env: Callable | None = None) -> dict[str, float]:
+    return train_adversarial(config, tracker, build_networks, resume=resume, make_env=make_env)
 
 
 def generate(config: Config, tree: dict, *, n: int, seed: int) -> np.ndarray:

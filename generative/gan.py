@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,8 +139,8 @@ def build_networks(config: Config, image_shape: tuple[int, int, int]) -> tuple[n
     return generator, discriminator
 
 
-def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    return train_adversarial(config, tracker, build_networks, resume=resume)
+def train(config: Config, tracker, *, resume: dict | None = None, make_env: Callable | None = None) -> dict[str, float]:
+    return train_adversarial(config, tracker, build_networks, resume=resume, make_env=make_env)
 
 
 def generate(config: Config, tree: dict, *, n: int, seed: int) -> np.ndarray:
@@ -149,9 +150,11 @@ def generate(config: Config, tree: dict, *, n: int, seed: int) -> np.ndarray:
 # --- the loop both GAN kinds share -----------------------------------------------------------------
 
 
-def train_adversarial(config, tracker, build, *, resume: dict | None = None) -> dict[str, float]:
+def train_adversarial(
+    config, tracker, build, *, resume: dict | None = None, make_env: Callable | None = None
+) -> dict[str, float]:
     with session(config) as device:
-        data = load_data(config)
+        data = load_data(config, make_env)
         generator, discriminator = build(config, data.shape)
         if config.stability.spectral_norm:
             spectral_norm_all(discriminator)

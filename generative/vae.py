@@ -7,6 +7,7 @@ The test ELBO (nats per image, higher is better) is the figure of merit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -77,9 +78,9 @@ def negative_elbo(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logva
     return reconstruction + kl, reconstruction, kl
 
 
-def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
+def train(config: Config, tracker, *, resume: dict | None = None, make_env: Callable | None = None) -> dict[str, float]:
     with session(config) as device:
-        data = load_data(config)
+        data = load_data(config, make_env)
         model = VAE(config, data.shape).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         step = 0 if resume is None else restore_tree(resume, model.parts(), {"vae": optimizer})

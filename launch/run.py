@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
-from launch.registry import trainer_module
+from launch.registry import trainer_module, with_env_factory
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
 from networks import io
 from networks.errors import CheckpointError, ConfigError
@@ -101,7 +101,7 @@ def train_run(
             progress=progress,
             resume_step=step,
         )
-        summary = trainer_module(spec.kind).train(spec.config, tracker, resume=tree) or {}
+        summary = with_env_factory(trainer_module(spec.kind).train)(spec.config, tracker, resume=tree) or {}
         tracker.summary(summary)
         tracker.close()
         return RunResult(run_dir, summary)
@@ -195,7 +195,7 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError("--out", f"cannot create the folder for {path} ({e.strerror})") from None
-    samples = np.asarray(module.generate(spec.config, tree, n=n, seed=seed), dtype=np.float32)
+    samples = np.asarray(with_env_factory(module.generate)(spec.config, tree, n=n, seed=seed), dtype=np.float32)
     if path.suffix == ".npz":
         np.savez_compressed(path, samples=samples)
     else:

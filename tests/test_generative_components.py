@@ -148,24 +148,22 @@ def test_folder_source_reads_labels_from_subfolders(tmp_path):
         ("mnist60k", "unknown data set 'mnist60k'"),
         ("npz:/nonexistent.npz", "does not exist"),
         ("folder:/nonexistent", "does not exist"),
-        ("env:CartPole-v1", "env factory"),  # launch/ has not handed envs.make in
+        ("env:CartPole-v1", "env factory"),  # no make_env passed in
     ],
 )
-def test_bad_image_sources_are_config_errors(source, fragment, monkeypatch):
-    monkeypatch.setattr(data, "_env_factory", None)
+def test_bad_image_sources_are_config_errors(source, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
         data.load_images(source, seed=0)
     assert info.value.field == "data"
 
 
-def test_env_frames_must_be_images(monkeypatch):
+def test_env_frames_must_be_images():
     import envs
 
-    monkeypatch.setattr(data, "_env_factory", envs.make)
     with pytest.raises(ConfigError, match=r"observations have shape \(4,\), which are not images"):
-        data.load_images("env:CartPole-v1", seed=0, env_frames=5)
+        data.load_images("env:CartPole-v1", seed=0, env_frames=5, make_env=envs.make)
     with pytest.raises(ConfigError, match="data: env:NoSuchEnv-v0: unknown environment"):
-        data.load_images("env:NoSuchEnv-v0", seed=0)
+        data.load_images("env:NoSuchEnv-v0", seed=0, make_env=envs.make)
 
 
 def test_npz_without_the_expected_array_names_what_it_holds(tmp_path):

@@ -14,7 +14,7 @@ import torch
 import networks
 from launch.cli import main as dlforge
 from launch.config import parse_config
-from launch.registry import trainer_module
+from launch.registry import trainer_module, with_env_factory
 from launch.tracking import LocalTracker, load_latest, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def train(kind: str, run_dir: Path, resume: dict | None = None, **fields):
     """Train `kind` with `fields` (validated by the real config loader) into run_dir."""
     spec = parse_config({"kind": kind, "tracking": {"wandb": "disabled"}, **fields})
     tracker = LocalTracker(run_dir, spec.tracking, resume_step=None if resume is None else resume["step"])
-    summary = trainer_module(kind).train(spec.config, tracker, resume=resume)
+    summary = with_env_factory(trainer_module(kind).train)(spec.config, tracker, resume=resume)  # as launch/ does
     tracker.close()
     tree, meta = load_latest(run_dir)
     return spec.config, summary, read_metrics(run_dir / "metrics.jsonl"), tree
@@ -108,7 +108,6 @@ def test_autoencoders_report_reconstruction_and_reconstruct_on_generate(tmp_path
 
 
 def test_conv_autoencoder_on_env_frames_saves_an_encoder_agents_can_rebuild(tmp_path):
-    trainer_module("ae")  # launch.registry hands envs.make to generative.data, as for `dlforge train`
     _, _, _, tree = train("ae", tmp_path / "ae", data="env:MiniGrid-Empty-5x5-v0", env_frames=100, total_steps=5,
                           eval_every=5, batch_size=16)  # fmt: skip
     spec = tree["specs"]["encoder"]
