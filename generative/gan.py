@@ -2,10 +2,12 @@
 
 Each step:  (1) the discriminator learns real vs fake, the generator untouched;
             (2) the generator learns to fool the discriminator, which is frozen.
-The same loop (`train_adversarial`) trains `dcgan`, which only swaps the two networks.
+The same loop (`train_adversarial`) trains `dcgan`, which only swaps the two networks (and may condition them on
+the class: dcgan's `conditional`).
 
 Stability options (the non-saturating loss: Goodfellow et al. 2014; one-sided label smoothing: Salimans et al.
-2016; spectral norm on the discriminator: Miyato et al. 2018; separate learning rates, TTUR: Heusel et al. 2017).
+2016; spectral norm on the discriminator: Miyato et al. 2018; separate learning rates, TTUR: Heusel et al. 2017;
+an average of the generator's weights: Karras et al. 2018; a minibatch standard-deviation feature: ibid.).
 Alarms: mode collapse (judge histogram) and a discriminator that wins outright (loss near zero for many steps).
 Images in [-1, 1] inside, [0, 1] outside.
 """
@@ -13,6 +15,7 @@ Images in [-1, 1] inside, [0, 1] outside.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -26,28 +29,20 @@ from torch import nn
 
 import networks
 from generative import images
-from generative.classifier import fit_judge, load_judge
 from generative.common import (
     Best,
-    ImageOptions,
     fit,
     load_data,
     make_tree,
     optimize,
     restore_tree,
-    sample,
     session,
     spec_of,
     spectral_norm_all,
 )
 from generative.data import Images
-from generative.metrics import (
-    DiscriminatorWatch,
-    FrechetLeNetDistance,
-    class_histogram,
-    coverage_metrics,
-    mode_collapse,
-)
+from generative.metrics import DiscriminatorWatch
+from generative.scoring import JudgedOptions, Scorer
 from networks.errors import ConfigError
 
 
@@ -56,6 +51,13 @@ class Stability:
     non_saturating: bool = True  # G maximises log D(G(z)) instead of minimising log(1 - D(G(z))) (Goodfellow 2014)
     label_smoothing: float = field(default=0.0, metadata={"ge": 0, "lt": 0.5})  # one-sided: real target 1 - s
     spectral_norm: bool = False  # on every discriminator conv/linear layer (Miyato et al. 2018)
+    # > 0: sample and evaluate with an exponential moving average of G's weights, decay per step. The live G
+    # chases a moving D and oscillates; its average sits nearer the centre (Karras et al. 2018 used 0.999;
+    # Yazici et al. 2019, "The unusual effectiveness of averaging in GAN training"). 0 = off.
+    ema_decay: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
+    # D also sees the standard deviation of its features across a group of 4 samples (Karras et al. 2018, sec. 3):
+    # a G that draws too few kinds of image lowers it, so D can penalise a lack of variety one sample cannot show.
+    minibatch_std: bool = False
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Alarms:
 
 
 @dataclass
-class AdversarialConfig(ImageOptions):
+class AdversarialConfig(JudgedOptions):
     """Fields every GAN kind shares."""
 
     data: str = "digits"  # digits | mnist5k | npz:<path> | folder:<path> | env:<env_id>
@@ -79,9 +81,6 @@ class AdversarialConfig(ImageOptions):
     beta2: float = field(default=0.999, metadata={"ge": 0, "lt": 1})  # Adam's default
     stability: Stability = field(default_factory=Stability)
     alarms: Alarms = field(default_factory=Alarms)
-    eval_samples: int = field(default=1000, metadata={"ge": 2})  # samples for FLD and class coverage
-    judge: str | None = None  # a `classify` run folder; None trains a LeNet judge on the data (seconds)
-    judge_steps: int = field(default=1500, metadata={"ge": 0})  # steps for that judge; 0 = no judge metrics
     amp: bool = False  # bf16 autocast (for GPUs; the losses take logits, so autocast is safe)
     channels_last: bool = False  # NHWC memory layout for the conv nets (faster convs on GPUs)
     compile: bool = False  # torch.compile both networks (pays a compile pause up front)
@@ -133,21 +132,73 @@ class MlpGenerator(nn.Module):
         return torch.tanh(self.body(z)).view(-1, *self.image_shape)
 
 
-def build_networks(config: Config, image_shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
+class MinibatchStd(nn.Module):
+    """Appends one feature (or channel): the standard deviation of each feature across a group of samples,
+    averaged over features (Karras et al. 2018, sec. 3). (B, F) -> (B, F + 1); (B, C, H, W) -> (B, C + 1, H, W).
+
+    Sample i is grouped with samples i + M, i + 2M, ... (M = B / group), as in the authors' code; the group is the
+    largest divisor of B up to `group_size`.
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        group = max(g for g in range(1, min(self.group_size, b) + 1) if b % g == 0)
+        grouped = x.reshape(group, b // group, *x.shape[1:])  # (G, M, ...)
+        std = (grouped.var(0, unbiased=False) + 1e-8).sqrt()  # (M, ...) per feature, within each group
+        stat = std.flatten(1).mean(1).repeat(group)  # (B,): sample i gets its group's (i % M) value
+        extra = stat.view(b, 1, *([1] * (x.dim() - 2))).expand(b, 1, *x.shape[2:])
+        return torch.cat([x, extra.to(x.dtype)], dim=1)
+
+
+class Average:
+    """An exponential moving average of a network's weights, kept in a copy of it (`module`) that samples.
+
+    Batch-norm statistics (buffers) are copied from the live network, as Karras et al.'s code does. The decay
+    starts short and grows to `decay`, min(decay, (1 + step) / (10 + step)) as in tf.train.ExponentialMovingAverage,
+    so the average does not drag the random initial weights along for thousands of steps.
+    """
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.module = copy.deepcopy(module).requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, live: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for average, current in zip(self.module.parameters(), live.parameters()):
+            average.lerp_(current, 1.0 - decay)
+        for average, current in zip(self.module.buffers(), live.buffers()):
+            average.copy_(current)
+
+
+def build_networks(config: Config, image_shape: tuple[int, int, int], num_classes: int = 0):
+    if num_classes:
+        raise ConfigError("conditional", "the MLP gan is not class-conditional; use kind dcgan")
     generator = MlpGenerator(config.generator, config.latent_dim, image_shape)
-    discriminator = networks.build(config.discriminator, image_shape, output_dim=1, field="discriminator")
-    return generator, discriminator
+    if not config.stability.minibatch_std:
+        return generator, networks.build(config.discriminator, image_shape, output_dim=1, field="discriminator")
+    body = networks.build(config.discriminator, image_shape, field="discriminator")  # (B, F)
+    return generator, nn.Sequential(body, MinibatchStd(), nn.Linear(body.output_dim + 1, 1))  # (B, 1) logits
 
 
 def train(config: Config, tracker, *, resume: dict | None = None, make_env: Callable | None = None) -> dict[str, float]:
     return train_adversarial(config, tracker, build_networks, resume=resume, make_env=make_env)
 
 
-def generate(config: Config, tree: dict, *, n: int, seed: int) -> np.ndarray:
-    return sample_images(config, tree, build_networks, n=n, seed=seed)
+def generate(config: Config, tree: dict, *, n: int, seed: int, label: int | None = None) -> np.ndarray:
+    return sample_images(config, tree, build_networks, n=n, seed=seed, label=label)
 
 
 # --- the loop both GAN kinds share -----------------------------------------------------------------
+
+
+def call(network: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """network(x), or network(x, labels) for a class-conditional one."""
+    return network(x) if labels is None else network(x, labels)
 
 
 def train_adversarial(
@@ -155,12 +206,15 @@ def train_adversarial(
 ) -> dict[str, float]:
     with session(config) as device:
         data = load_data(config, make_env)
-        generator, discriminator = build(config, data.shape)
+        num_classes = conditional_classes(config, data)  # 0: unconditional
+        generator, discriminator = build(config, data.shape, num_classes)
         if config.stability.spectral_norm:
             spectral_norm_all(discriminator)
         layout = torch.channels_last if config.channels_last else torch.contiguous_format
         generator = generator.to(device).to(memory_format=layout)
         discriminator = discriminator.to(device).to(memory_format=layout)
+        average = Average(generator, config.stability.ema_decay) if config.stability.ema_decay > 0 else None
+        sampler = generator if average is None else average.module  # what evaluation and `generate` draw from
         # compiled wrappers run the steps; the plain modules own the weights the checkpoint saves
         run_g, run_d = generator, discriminator
         if config.compile:
@@ -169,35 +223,45 @@ def train_adversarial(
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
         fixed_noise = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed))
         models = {"generator": generator, "discriminator": discriminator}
+        if average is not None:
+            models["generator_ema"] = average.module
         optimizers = {"generator": opt_g, "discriminator": opt_d}
         step = 0 if resume is None else restore_tree(resume, models, optimizers)
         best = Best("eval/fld", "min", value=float(resume.get("best_fld", math.nan)) if resume else math.nan)
         watch = DiscriminatorWatch(
             config.alarms.d_loss_below, config.alarms.d_loss_steps, config.stability.label_smoothing
         )
-        scorer = Scorer(config, data, device, tracker)
+        scorer = Scorer(config, data, device, tracker, alarms=config.alarms)
         real_images = torch.from_numpy(data.x_train).to(device) * 2 - 1  # (N, C, H, W) in [-1, 1]
         real_images = real_images.contiguous(memory_format=layout)
+        real_labels = torch.from_numpy(data.y_train).to(device) if num_classes else None
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else contextlib.nullcontext()
         fixed_noise = fixed_noise.to(device)
-        specs = {"generator": {"latent_dim": config.latent_dim, "image_shape": list(data.shape)}}
+        specs = {"generator": {"latent_dim": config.latent_dim, "image_shape": list(data.shape),
+                               "num_classes": num_classes, "ema": average is not None}}  # fmt: skip
         timing = {"train_s": 0.0, "alarms": 0}
 
-        def update(step: int) -> dict[str, float]:
+        def update(step: int) -> dict[str, float | torch.Tensor]:
             started = time.perf_counter()
-            real = sample(real_images, config.batch_size)
+            index = torch.randint(len(real_images), (config.batch_size,), device=device)
+            real = real_images[index]
+            labels = None if real_labels is None else real_labels[index]  # fakes get the real batch's classes
             z = torch.randn(config.batch_size, config.latent_dim, device=device)
             with autocast:
-                fake = run_g(z)
+                fake = call(run_g, z, labels)
                 # (1) discriminator: real vs fake; detach() keeps the generator out of this update
-                d_loss = discriminator_loss(run_d(real), run_d(fake.detach()), config.stability.label_smoothing)
+                d_loss = discriminator_loss(
+                    call(run_d, real, labels), call(run_d, fake.detach(), labels), config.stability.label_smoothing
+                )
             optimize(opt_d, d_loss)
             # (2) generator: fool the discriminator, frozen (no gradients for its weights)
             discriminator.requires_grad_(False)
             with autocast:
-                g_loss = generator_loss(run_d(fake), config.stability.non_saturating)
+                g_loss = generator_loss(call(run_d, fake, labels), config.stability.non_saturating)
             optimize(opt_g, g_loss)
             discriminator.requires_grad_(True)
+            if average is not None:  # (3) the sampler follows G slowly
+                average.update(generator, step)
             d_value = d_loss.item()
             timing["train_s"] += time.perf_counter() - started
             if watch.update(d_value) and watch.run == config.alarms.d_loss_steps:
@@ -214,10 +278,10 @@ def train_adversarial(
 
         step, metrics = fit(
             tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every, update=update,
-            evaluate=lambda step: scorer.evaluate(generator, fixed_noise, step),
+            evaluate=lambda step: evaluate(sampler, scorer, config, tracker, step, fixed_noise, num_classes),
             checkpoint_tree=checkpoint_tree, best=best,
         )  # fmt: skip
-        tracker.image("eval/interpolation", interpolation_strip(generator, fixed_noise), step)
+        tracker.image("eval/interpolation", interpolation_strip(sampler, fixed_noise, num_classes), step)
         summary = {
             **metrics,
             "charts/images_per_s": images_per_s(step),
@@ -229,51 +293,51 @@ def train_adversarial(
         return summary
 
 
+def conditional_classes(config, data: Images) -> int:
+    """The number of classes a conditional GAN draws from (0 when it is not conditional)."""
+    if not getattr(config, "conditional", False):
+        return 0
+    if data.y_train is None:
+        raise ConfigError("conditional", f"needs labelled data, and '{config.data}' has no labels")
+    return data.num_classes
+
+
 def step_images(step: int, resume: dict | None, config) -> int:
     start = 0 if resume is None else int(resume.get("step", 0))
     return (step - start) * config.batch_size
 
 
-class Scorer:
-    """Sample grids, Fréchet LeNet distance and class coverage at each evaluation."""
+@torch.no_grad()
+def evaluate(
+    generator: nn.Module, scorer: Scorer, config, tracker, step: int, fixed_noise: torch.Tensor, num_classes: int
+) -> dict[str, float]:
+    """The fixed-noise grid (one row per class when conditional) and the judge's scores of `eval_samples`."""
+    generator.eval()
+    if num_classes:  # the same 8 noise vectors in every row: the class changes down, the style across
+        z, labels = fixed_noise[:8].repeat(num_classes, 1), class_rows(num_classes, 8, fixed_noise.device)
+        tracker.image("eval/samples", images.grid(draw(generator, z, labels).cpu().numpy(), nrow=8), step)
+    else:
+        tracker.image("eval/samples", images.grid(draw(generator, fixed_noise, None).cpu().numpy()), step)
+    metrics: dict[str, float] = {}
+    if scorer.judge is not None:
+        n, device = config.eval_samples, fixed_noise.device
+        z = torch.randn(n, config.latent_dim, device=device)
+        labels = torch.arange(n, device=device) % num_classes if num_classes else None
+        pick = (lambda i: None) if labels is None else (lambda i: labels[i : i + 500])
+        samples = torch.cat([draw(generator, z[i : i + 500], pick(i)) for i in range(0, n, 500)])
+        metrics = scorer.score(samples, labels)
+        tracker.log(metrics, step)
+    generator.train()
+    return metrics
 
-    def __init__(self, config, data: Images, device: torch.device, tracker):
-        self.config, self.tracker, self.device = config, tracker, device
-        self.judge, self.fld = None, None
-        if data.y_train is not None and (config.judge or config.judge_steps > 0):
-            judge = (
-                load_judge(config.judge)
-                if config.judge
-                else fit_judge(data, steps=config.judge_steps, seed=config.seed, device=device)
-            )
-            if judge.input_shape[0] != data.shape[0]:
-                raise ConfigError("judge", f"the judge takes {judge.input_shape} images, the data are {data.shape}")
-            self.judge = judge.to(device)
-            real = torch.from_numpy(data.x_test).to(device)
-            accuracy = float((self.judge.predict(real).cpu() == torch.from_numpy(data.y_test)).float().mean())
-            tracker.log({"eval/judge_accuracy": accuracy}, 0)
-            self.fld = FrechetLeNetDistance(self.judge, real)
 
-    @torch.no_grad()
-    def evaluate(self, generator: nn.Module, fixed_noise: torch.Tensor, step: int) -> dict[str, float]:
-        generator.eval()
-        self.tracker.image("eval/samples", images.grid(to_unit(generator(fixed_noise)).cpu().numpy()), step)
-        metrics: dict[str, float] = {}
-        if self.judge is not None:
-            z = torch.randn(self.config.eval_samples, self.config.latent_dim, device=self.device)
-            samples = torch.cat([to_unit(generator(b)) for b in z.split(500)])
-            histogram = class_histogram(self.judge.predict(samples), self.judge.num_classes)
-            alarms = self.config.alarms
-            metrics = {
-                "eval/fld": self.fld(samples),
-                **coverage_metrics(histogram),
-                "eval/alarm_mode_collapse": float(
-                    mode_collapse(histogram, above=alarms.class_above, below=alarms.class_below)
-                ),
-            }
-            self.tracker.log(metrics, step)
-        generator.train()
-        return metrics
+def class_rows(num_classes: int, per_class: int, device=None) -> torch.Tensor:
+    """Labels 0, 0, ..., 1, 1, ...: `per_class` of each, so a grid of `per_class` columns has a row per class."""
+    return torch.arange(num_classes, device=device).repeat_interleave(per_class)
+
+
+def draw(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    return to_unit(call(generator, z, labels))
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -281,22 +345,43 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolation_strip(generator: nn.Module, noise: torch.Tensor, rows: int = 6, steps: int = 10) -> np.ndarray:
-    """Each row walks a straight line in z between two fixed noise vectors."""
+def interpolation_strip(
+    generator: nn.Module, noise: torch.Tensor, num_classes: int = 0, rows: int = 6, steps: int = 10
+) -> np.ndarray:
+    """Each row walks a straight line in z between two fixed noise vectors (conditional: row r draws class r)."""
     generator.eval()
     t = torch.linspace(0, 1, steps, device=noise.device)[None, :, None]  # (1, steps, 1)
     z = noise[:rows, None] * (1 - t) + noise[rows : 2 * rows, None] * t  # (rows, steps, latent)
-    strip = to_unit(generator(z.reshape(rows * steps, -1))).cpu().numpy()
+    labels = class_rows(rows, steps, noise.device) % num_classes if num_classes else None
+    strip = draw(generator, z.reshape(rows * steps, -1), labels).cpu().numpy()
     generator.train()
     return images.grid(strip, nrow=steps)
 
 
-def sample_images(config, tree: dict, build, *, n: int, seed: int) -> np.ndarray:
-    """(n, C, H, W) in [0, 1] from a checkpoint tree, on the CPU."""
+def sample_images(config, tree: dict, build, *, n: int, seed: int, label: int | None = None) -> np.ndarray:
+    """(n, C, H, W) in [0, 1] from a checkpoint tree, on the CPU, from the averaged generator when there is one.
+
+    A class-conditional generator draws `label` only, or without it ceil(n / classes) of each class in class
+    order (a grid of that many columns has one row per class).
+    """
     spec = spec_of(tree, "generator")
-    generator, _ = build(config, tuple(spec["image_shape"]))
-    restore_tree(tree, {"generator": generator})
+    num_classes = int(spec.get("num_classes", 0))
+    generator, _ = build(config, tuple(spec["image_shape"]), num_classes)
+    restore_tree(tree, {"generator_ema" if spec.get("ema") else "generator": generator})
+    labels = requested_labels(n, num_classes, label)
+    z = torch.randn(n if labels is None else len(labels), spec["latent_dim"],
+                    generator=torch.Generator().manual_seed(seed))  # fmt: skip
     generator.eval()
-    z = torch.randn(n, spec["latent_dim"], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        return to_unit(generator(z)).numpy()
+        return draw(generator, z, labels).numpy()
+
+
+def requested_labels(n: int, num_classes: int, label: int | None) -> torch.Tensor | None:
+    if label is not None:
+        if not num_classes:
+            raise ConfigError("--label", "this run's generator is not class-conditional (train dcgan with "
+                              "conditional: true)")  # fmt: skip
+        if not 0 <= label < num_classes:
+            raise ConfigError("--label", f"must be a class in 0..{num_classes - 1}, got {label}")
+        return torch.full((n,), label)
+    return class_rows(num_classes, math.ceil(n / num_classes)) if num_classes else None

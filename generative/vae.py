@@ -19,20 +19,22 @@ from torch import nn
 import networks
 from generative import images
 from generative.ae import DEFAULT_ENCODERS, build_decoder, interpolation
-from generative.common import ImageOptions, fit, load_data, make_tree, optimize, restore_tree, sample, session, spec_of
+from generative.common import fit, load_data, make_tree, optimize, restore_tree, sample, session, spec_of
 from generative.data import Images
 from generative.metrics import reconstruction_errors
+from generative.scoring import JudgedOptions, Scorer
 from networks.errors import ConfigError
 
 
 @dataclass
-class Config(ImageOptions):
+class Config(JudgedOptions):
     arch: Literal["dense", "conv"] = "dense"  # dense: pytorch/examples' 784-400-20-400-784
     latent_dim: int = field(default=20, metadata={"ge": 1})  # pytorch/examples
     encoder: dict[str, Any] | None = None  # networks.build spec; None: 400 hidden units (dense) or ae's conv
     decoder_hidden: list[int] = field(default_factory=lambda: [400])  # dense decoder (pytorch/examples)
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32])  # conv decoder widths
     lr: float = field(default=1e-3, metadata={"gt": 0})  # pytorch/examples (Adam)
+    judge_steps: int = field(default=0, metadata={"ge": 0})  # > 0: judge prior samples (FLD, PRDC); 0 = off
 
     def validate(self) -> None:
         if self.latent_dim < 1:
@@ -87,6 +89,7 @@ def train(config: Config, tracker, *, resume: dict | None = None, make_env: Call
         specs = {"decoder": {"image_shape": list(data.shape), "latent_dim": config.latent_dim}}
         fixed_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
         x_train = torch.from_numpy(data.x_train).to(device)
+        scorer = Scorer(config, data, device, tracker)
 
         def update(step: int) -> dict[str, torch.Tensor]:
             model.train()
@@ -96,7 +99,7 @@ def train(config: Config, tracker, *, resume: dict | None = None, make_env: Call
 
         _, metrics = fit(
             tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every, update=update,
-            evaluate=lambda step: evaluate(model, data, config, tracker, step, fixed_z),
+            evaluate=lambda step: evaluate(model, data, config, tracker, step, fixed_z, scorer),
             checkpoint_tree=lambda step: make_tree(model.parts(), {"vae": optimizer}, step, specs=specs),
         )  # fmt: skip
         tracker.summary(metrics)
@@ -122,9 +125,16 @@ def test_elbo(model: VAE, x_test: torch.Tensor, seed: int = 0) -> dict[str, floa
 
 
 @torch.no_grad()
-def evaluate(model: VAE, data: Images, config: Config, tracker, step: int, fixed_z: torch.Tensor) -> dict:
+def evaluate(
+    model: VAE, data: Images, config: Config, tracker, step: int, fixed_z: torch.Tensor, scorer: Scorer
+) -> dict:
+    """Test ELBO and reconstruction errors; with a judge, FLD and PRDC of `eval_samples` prior samples."""
     x_test = torch.from_numpy(data.x_test).to(fixed_z.device)
     metrics = test_elbo(model, x_test, seed=config.seed)
+    if scorer.judge is not None:
+        z = torch.randn(config.eval_samples, config.latent_dim, generator=torch.Generator().manual_seed(config.seed))
+        samples = torch.cat([torch.sigmoid(model.decoder(b.to(fixed_z.device))) for b in z.split(500)])
+        metrics.update(scorer.score(samples))
     mu = torch.cat([model.encode(b)[0] for b in x_test.split(500)])
     recon = torch.cat([torch.sigmoid(model.decoder(m)) for m in mu.split(500)])  # decoded at the mean code
     metrics.update({f"eval/{k}": v for k, v in reconstruction_errors(x_test, recon).items()})

@@ -15,6 +15,7 @@ import networks
 from launch.cli import main as dlforge
 from launch.config import parse_config
 from launch.registry import trainer_module, with_env_factory
+from launch.run import load_run_spec
 from launch.tracking import LocalTracker, load_latest, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +94,54 @@ def test_dcgan_gpu_speed_options_run_on_the_cpu(tmp_path):
         eval_every=2, judge_steps=0, amp=True, channels_last=True,
     )  # fmt: skip
     assert tree["step"] == 2 and math.isfinite(summary["charts/images_per_s"])
+
+
+def test_dcgan_with_averaged_generator_minibatch_std_and_classes(tmp_path, capsys):
+    run = tmp_path / "cdcgan"
+    assert dlforge(["train", str(REPO / "configs/dcgan/mnist5k.yaml"), "ngf=8", "ndf=8", "batch_size=16",
+                    "total_steps=6", "eval_every=3", "eval_samples=100", "judge_steps=20", "conditional=true",
+                    "stability={ema_decay: 0.99, minibatch_std: true}", "tracking.wandb=disabled",
+                    "--out", str(tmp_path), "--name", "cdcgan"]) == 0  # fmt: skip
+    tree, _ = load_latest(run)
+    assert sorted(tree["model"]) == ["discriminator", "generator", "generator_ema"]
+    assert tree["specs"]["generator"]["num_classes"] == 10 and tree["specs"]["generator"]["ema"] is True
+    assert not torch.equal(tree["model"]["generator"]["net.0.weight"], tree["model"]["generator_ema"]["net.0.weight"])
+    evals = [r for r in read_metrics(run / "metrics.jsonl") if "eval/fld" in r]
+    for key in ("precision", "recall", "density", "coverage", "label_accuracy"):
+        assert 0 <= evals[-1][f"eval/{key}"] <= (10 if key == "density" else 1), key
+    module, config = trainer_module("dcgan"), load_run_spec(run).config
+    threes = module.generate(config, tree, n=4, seed=0, label=3)
+    assert_unit_images(threes, (4, 1, 28, 28))
+    assert_unit_images(module.generate(config, tree, n=25, seed=0), (30, 1, 28, 28))  # 3 of each digit
+
+    # the CLI: one digit, a row per digit, and bad labels
+    assert dlforge(["generate", str(run), "--label", "3", "--n", "4", "--out", str(tmp_path / "3.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "3.npz")["samples"], threes)
+    assert dlforge(["generate", str(run), "--n", "20"]) == 0
+    capsys.readouterr()
+    for label in ("10", "-1"):
+        assert dlforge(["generate", str(run), "--label", label]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: --label: must be a class in 0..9, got {label}"
+
+
+def test_label_on_a_run_that_does_not_draw_by_class_is_exit_2(tmp_path, capsys):
+    for kind, fields in [("dcgan", {"ngf": 4, "ndf": 4, "image_size": 16}), ("vae", {})]:
+        assert dlforge(["train", str(REPO / f"configs/{kind}/mnist5k.yaml"), "total_steps=2", "eval_every=2",
+                        "judge_steps=0", "batch_size=8", *[f"{k}={v}" for k, v in fields.items()],
+                        "tracking.wandb=disabled", "--out", str(tmp_path), "--name", kind]) == 0  # fmt: skip
+        capsys.readouterr()
+        assert dlforge(["generate", str(tmp_path / kind), "--label", "3"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: --label: ")
+        assert ("not class-conditional" if kind == "dcgan" else "does not draw by class") in err
+
+
+def test_vae_with_a_judge_logs_fld_and_prdc(tmp_path):
+    _, summary, _, _ = train("vae", tmp_path / "vae", data="mnist5k", total_steps=4, eval_every=4, batch_size=16,
+                             judge_steps=20, eval_samples=100)  # fmt: skip
+    assert {"eval/fld", "eval/precision", "eval/recall", "eval/density", "eval/coverage"} <= set(summary)
+    assert "eval/label_accuracy" not in summary
 
 
 @pytest.mark.parametrize("arch, noise_std", [("conv", 0.0), ("dense", 0.3)])
