@@ -7,7 +7,6 @@ The GAN trainers reuse `fit_judge` / `load_judge` to score their samples (genera
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from generative.common import Best, TrainingOptions, fit, make_tree, restore_tree, session, spec_of
+from generative.common import (
+    Best,
+    TrainingOptions,
+    cosine_schedule,
+    fit,
+    make_tree,
+    restore_tree,
+    session,
+    spec_of,
+    translate,
+)
 from generative.data import Images, load_images
 from generative.metrics import Judge
 from networks import io
@@ -48,12 +57,11 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
         shape = (data.shape[0], config.image_size, config.image_size)
         judge = Judge(config.network, shape, data.num_classes, config.margin).to(device)
         optimizer = torch.optim.Adam(judge.parameters(), lr=config.lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, config))
         step, best = 0, Best("eval/accuracy", "max")
         if resume is not None:
             step = restore_tree(resume, {"judge": judge}, {"judge": optimizer})
-            schedule.last_epoch = step
             best.value = float(resume.get("best_accuracy", best.value))
+        schedule = cosine_schedule(optimizer, config.total_steps, enabled=config.cosine_decay, step=step)
         x_train, y_train, x_test, y_test = _prepared(judge, data, device)
 
         def update(step: int) -> dict[str, torch.Tensor]:
@@ -77,10 +85,6 @@ def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, f
         return summary
 
 
-def _cosine(step: int, config: Config) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(step / config.total_steps, 1.0))) if config.cosine_decay else 1.0
-
-
 def train_step(judge: Judge, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shift: int = 0):
     judge.train()
     idx = torch.randint(len(x), (batch_size,), device=x.device)
@@ -89,19 +93,6 @@ def train_step(judge: Judge, optimizer, x: torch.Tensor, y: torch.Tensor, batch_
     loss.backward()
     optimizer.step()
     return loss
-
-
-def translate(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """Shift each image by a random whole number of pixels in [-shift, shift] on each axis (zeros fill in)."""
-    if shift == 0:
-        return x
-    n, _, h, w = x.shape
-    offsets = torch.randint(-shift, shift + 1, (n, 2), device=x.device).float()
-    theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2], theta[:, 1, 2] = -2 * offsets[:, 0] / w, -2 * offsets[:, 1] / h
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def _prepared(judge: Judge, data: Images, device):

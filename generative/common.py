@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from generative.data import Images, load_images
@@ -226,6 +227,35 @@ def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tens
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, *, enabled: bool = True, step: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate annealed to 0 over `total_steps` along half a cosine (Loshchilov & Hutter 2017), constant
+    when not `enabled`; call its step() after each optimizer step. `step` continues a resumed run."""
+
+    def factor(s: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(s / total_steps, 1.0))) if enabled else 1.0
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    schedule.last_epoch = step
+    for group, base_lr in zip(optimizer.param_groups, schedule.base_lrs):
+        group["lr"] = base_lr * factor(step)
+    return schedule
+
+
+def translate(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Shift each image by a random whole number of pixels in [-shift, shift] on each axis (zeros fill in)."""
+    if shift == 0:
+        return x
+    n, _, h, w = x.shape
+    offsets = torch.randint(-shift, shift + 1, (n, 2), device=x.device).float()
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2], theta[:, 1, 2] = -2 * offsets[:, 0] / w, -2 * offsets[:, 1] / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def sample(x: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -98,6 +98,27 @@ def test_lenet_judge_has_the_published_parameter_count():
     assert judge.features.output_dim == 84
 
 
+def test_cosine_schedule_by_hand_and_on_resume():
+    from generative.common import cosine_schedule
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=2.0)
+    schedule = cosine_schedule(optimizer, total_steps=4)
+    seen = [optimizer.param_groups[0]["lr"]]
+    for _ in range(4):
+        optimizer.step()
+        schedule.step()
+        seen.append(optimizer.param_groups[0]["lr"])
+    # lr * (1 + cos(pi * s / 4)) / 2 for s = 0..4
+    assert seen == pytest.approx([2.0, 1 + math.sqrt(0.5), 1.0, 1 - math.sqrt(0.5), 0.0], abs=1e-9)
+    resumed = torch.optim.SGD([weight], lr=2.0)
+    cosine_schedule(resumed, total_steps=4, step=2)
+    assert resumed.param_groups[0]["lr"] == pytest.approx(1.0)
+    flat = torch.optim.SGD([weight], lr=2.0)
+    cosine_schedule(flat, total_steps=4, enabled=False, step=3)
+    assert flat.param_groups[0]["lr"] == 2.0
+
+
 # --- precision, recall, density, coverage --------------------------------------------------------
 
 

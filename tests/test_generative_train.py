@@ -156,6 +156,18 @@ def test_autoencoders_report_reconstruction_and_reconstruct_on_generate(tmp_path
     assert_unit_images(trainer_module("ae").generate(config, tree, n=6, seed=0), (6, 1, 28, 28))
 
 
+def test_autoencoder_recipe_options_and_denoising_at_several_noise_levels(tmp_path):
+    _, summary, _, tree = train(
+        "ae", tmp_path / "ae", data="mnist5k", total_steps=4, eval_every=4, batch_size=16, decoder_norm=True,
+        decoder_blocks=1, shift=1, cosine_decay=True, noise_std=0.3, eval_noise=[0.3, 0.5],
+        encoder={"type": "cnn", "conv": [[8, 3, 2, 1], [16, 3, 2, 1]], "norm": "batch"}, decoder_channels=[16, 8],
+    )  # fmt: skip
+    assert summary["eval/denoise0.3_bce_per_pixel"] == pytest.approx(summary["eval/denoise_bce_per_pixel"])
+    assert "eval/denoise0.5_bce_per_pixel" in summary
+    decoder = tree["model"]["decoder"]
+    assert any(".bn1." in key for key in decoder) and any(key.endswith("running_var") for key in decoder)
+
+
 def test_conv_autoencoder_on_env_frames_saves_an_encoder_agents_can_rebuild(tmp_path):
     _, _, _, tree = train("ae", tmp_path / "ae", data="env:MiniGrid-Empty-5x5-v0", env_frames=100, total_steps=5,
                           eval_every=5, batch_size=16)  # fmt: skip
