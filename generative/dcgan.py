@@ -124,7 +124,9 @@ def build_networks(
     config: Config, image_shape: tuple[int, int, int], num_classes: int = 0
 ) -> tuple[nn.Module, nn.Module]:
     generator = Generator(config.latent_dim, image_shape, config.ngf, num_classes)
-    discriminator = Discriminator(image_shape, config.ndf, num_classes, config.stability.minibatch_std)
+    channels, height, width = image_shape  # D takes `pack` images stacked as channels (PacGAN)
+    seen = (channels * config.stability.pack, height, width)
+    discriminator = Discriminator(seen, config.ndf, num_classes, config.stability.minibatch_std)
     return generator, discriminator
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ import networks
 from generative import images
 from generative.common import (
     Best,
+    cosine_schedule,
     fit,
     load_data,
     make_tree,
@@ -39,6 +41,7 @@ from generative.common import (
     session,
     spec_of,
     spectral_norm_all,
+    translate,
 )
 from generative.data import Images
 from generative.metrics import DiscriminatorWatch
@@ -58,6 +61,13 @@ class Stability:
     # D also sees the standard deviation of its features across a group of 4 samples (Karras et al. 2018, sec. 3):
     # a G that draws too few kinds of image lowers it, so D can penalise a lack of variety one sample cannot show.
     minibatch_std: bool = False
+    # D sees real and fake images alike moved by up to 1/8 of their side and with a square of half the side cut
+    # out (DiffAugment, Zhao et al. 2020): with a few thousand images D otherwise memorises the training set and
+    # stops guiding G. The transforms are differentiable and G's step sees them too, so they do not leak into G.
+    augment: bool = False
+    # D judges `pack` samples at once, stacked along channels, all real or all fake (PacGAN, Lin et al. 2018):
+    # a G that drops modes makes packs that look alike, which D can tell from real packs. 1 = off.
+    pack: int = field(default=1, metadata={"ge": 1})
 
 
 @dataclass
@@ -79,6 +89,9 @@ class AdversarialConfig(JudgedOptions):
     lr_d: float = field(default=2e-4, metadata={"gt": 0})  # DCGAN paper
     beta1: float = field(default=0.5, metadata={"ge": 0, "lt": 1})  # DCGAN paper: 0.9 oscillated
     beta2: float = field(default=0.999, metadata={"ge": 0, "lt": 1})  # Adam's default
+    # anneal both learning rates to 0 over total_steps (Loshchilov & Hutter 2017): G and D settle instead of
+    # chasing each other to the last step, so the class mix the evaluation sees stops swinging
+    cosine_decay: bool = False
     stability: Stability = field(default_factory=Stability)
     alarms: Alarms = field(default_factory=Alarms)
     amp: bool = False  # bf16 autocast (for GPUs; the losses take logits, so autocast is safe)
@@ -88,6 +101,10 @@ class AdversarialConfig(JudgedOptions):
     def validate(self) -> None:
         if self.latent_dim < 1:
             raise ConfigError("latent_dim", f"must be >= 1, got {self.latent_dim}")
+        if self.batch_size % self.stability.pack:
+            raise ConfigError("stability.pack", f"must divide batch_size {self.batch_size}, got {self.stability.pack}")
+        if self.stability.pack > 1 and getattr(self, "conditional", False):
+            raise ConfigError("stability.pack", "a class-conditional discriminator judges one sample at a time: use 1")
 
 
 @dataclass
@@ -179,9 +196,10 @@ def build_networks(config: Config, image_shape: tuple[int, int, int], num_classe
     if num_classes:
         raise ConfigError("conditional", "the MLP gan is not class-conditional; use kind dcgan")
     generator = MlpGenerator(config.generator, config.latent_dim, image_shape)
+    seen = (image_shape[0] * config.stability.pack, *image_shape[1:])  # D's input: `pack` images as channels
     if not config.stability.minibatch_std:
-        return generator, networks.build(config.discriminator, image_shape, output_dim=1, field="discriminator")
-    body = networks.build(config.discriminator, image_shape, field="discriminator")  # (B, F)
+        return generator, networks.build(config.discriminator, seen, output_dim=1, field="discriminator")
+    body = networks.build(config.discriminator, seen, field="discriminator")  # (B, F)
     return generator, nn.Sequential(body, MinibatchStd(), nn.Linear(body.output_dim + 1, 1))  # (B, 1) logits
 
 
@@ -207,7 +225,7 @@ def train_adversarial(
     with session(config) as device:
         data = load_data(config, make_env)
         num_classes = conditional_classes(config, data)  # 0: unconditional
-        generator, discriminator = build(config, data.shape, num_classes)
+        generator, discriminator = build(config, data.shape, num_classes)  # D takes `pack` images at once
         if config.stability.spectral_norm:
             spectral_norm_all(discriminator)
         layout = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -227,6 +245,9 @@ def train_adversarial(
             models["generator_ema"] = average.module
         optimizers = {"generator": opt_g, "discriminator": opt_d}
         step = 0 if resume is None else restore_tree(resume, models, optimizers)
+        schedules = [
+            cosine_schedule(o, config.total_steps, enabled=config.cosine_decay, step=step) for o in (opt_g, opt_d)
+        ]
         best = Best("eval/fld", "min", value=float(resume.get("best_fld", math.nan)) if resume else math.nan)
         watch = DiscriminatorWatch(
             config.alarms.d_loss_below, config.alarms.d_loss_steps, config.stability.label_smoothing
@@ -240,6 +261,8 @@ def train_adversarial(
         specs = {"generator": {"latent_dim": config.latent_dim, "image_shape": list(data.shape),
                                "num_classes": num_classes, "ema": average is not None}}  # fmt: skip
         timing = {"train_s": 0.0, "alarms": 0}
+        augment = diff_augment if config.stability.augment else (lambda images: images)
+        pack = functools.partial(packed, pack=config.stability.pack)
 
         def update(step: int) -> dict[str, float | torch.Tensor]:
             started = time.perf_counter()
@@ -251,15 +274,19 @@ def train_adversarial(
                 fake = call(run_g, z, labels)
                 # (1) discriminator: real vs fake; detach() keeps the generator out of this update
                 d_loss = discriminator_loss(
-                    call(run_d, real, labels), call(run_d, fake.detach(), labels), config.stability.label_smoothing
+                    call(run_d, pack(augment(real)), labels),
+                    call(run_d, pack(augment(fake.detach())), labels),
+                    config.stability.label_smoothing,
                 )
             optimize(opt_d, d_loss)
             # (2) generator: fool the discriminator, frozen (no gradients for its weights)
             discriminator.requires_grad_(False)
             with autocast:
-                g_loss = generator_loss(call(run_d, fake, labels), config.stability.non_saturating)
+                g_loss = generator_loss(call(run_d, pack(augment(fake)), labels), config.stability.non_saturating)
             optimize(opt_g, g_loss)
             discriminator.requires_grad_(True)
+            for schedule in schedules:
+                schedule.step()
             if average is not None:  # (3) the sampler follows G slowly
                 average.update(generator, step)
             d_value = d_loss.item()
@@ -291,6 +318,26 @@ def train_adversarial(
             summary["eval/best_fld"] = best.value
         tracker.summary(summary)
         return summary
+
+
+def packed(x: torch.Tensor, pack: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B / pack, pack * C, H, W): samples i * pack ... i * pack + pack - 1 side by side."""
+    return x if pack == 1 else x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])
+
+
+def diff_augment(x: torch.Tensor) -> torch.Tensor:
+    """DiffAugment's translation and cutout (Zhao et al. 2020) on images (B, C, H, W) in [-1, 1] whose background
+    is -1: each image moves by up to 1/8 of its side, then loses a random square of half its side (which may hang
+    over an edge). Gradients flow through both to the images."""
+    n, _, h, w = x.shape
+    x = translate(x + 1, max(1, h // 8)) - 1  # translate fills with 0: -1, the background, once shifted back
+    size_h, size_w = h // 2, w // 2
+    top = torch.randint(-(size_h // 2), h - size_h // 2 + 1, (n, 1, 1), device=x.device)
+    left = torch.randint(-(size_w // 2), w - size_w // 2 + 1, (n, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    cut = (rows >= top) & (rows < top + size_h) & (cols >= left) & (cols < left + size_w)  # (B, H, W)
+    return torch.where(cut[:, None], torch.full_like(x, -1.0), x)
 
 
 def conditional_classes(config, data: Images) -> int:

@@ -180,6 +180,36 @@ def test_minibatch_std_appends_the_within_group_spread():
     assert same.shape == (6, 6) and same[:, -1].abs().max() < 1e-3
 
 
+def test_diff_augment_moves_and_cuts_out_differentiably():
+    from generative.gan import diff_augment
+
+    background = -torch.ones(8, 1, 28, 28)
+    assert torch.equal(diff_augment(background), background)  # a blank image stays blank (fill = background)
+    x = torch.ones(64, 1, 28, 28, requires_grad=True)  # all ink: what is cut out or shifted in becomes -1
+    out = diff_augment(x)
+    removed = (out == -1).float().mean(dim=(1, 2, 3))
+    assert out.shape == x.shape and removed.min() > 0 and removed.max() < 0.6  # at most a quarter cut + a shift
+    out.sum().backward()
+    # every kept output pixel is one input pixel (moved): the gradient reaches exactly that many pixels, once each
+    assert set(x.grad.unique().tolist()) <= {0.0, 1.0} and x.grad.sum() == (out != -1).sum()
+
+
+def test_packing_stacks_consecutive_samples_as_channels():
+    from generative.gan import Stability, packed
+
+    x = torch.arange(4.0)[:, None, None, None].expand(4, 1, 2, 2)  # sample i is all i
+    pairs = packed(x, pack=2)
+    assert pairs.shape == (2, 2, 2, 2) and pairs[1, :, 0, 0].tolist() == [2.0, 3.0]
+    assert packed(x, pack=1) is x
+    d = dcgan.build_networks(dcgan.Config(image_size=28, ngf=4, ndf=4, stability=Stability(pack=2)), (1, 28, 28))[1]
+    assert d(pairs.new_zeros(3, 2, 28, 28)).shape == (3, 1)
+    with pytest.raises(ConfigError, match="must divide batch_size 64, got 3"):
+        dcgan.Config(stability=Stability(pack=3)).validate()
+    with pytest.raises(ConfigError, match="one sample at a time") as info:
+        dcgan.Config(conditional=True, stability=Stability(pack=2)).validate()
+    assert info.value.field == "stability.pack"
+
+
 def test_average_follows_the_live_weights_slowly_and_copies_buffers():
     from generative.gan import Average
 
