@@ -310,12 +310,14 @@ def write_pictures(run_dir: Path, docs: Path) -> list[str]:
 
 def interleaved_throughput(config, *, rounds: int, steps: int) -> float:
     """dlforge's plain step vs the reference step, alternating bursts so both see the same machine load."""
+    import dataclasses
+
     from generative import dcgan
-    from generative.gan import discriminator_loss, generator_loss
+    from generative.gan import Stability, discriminator_loss, generator_loss
 
     torch.manual_seed(0)
     x = torch.rand(4000, 1, 28, 28) * 2 - 1
-    G, D = dcgan.build_networks(config, (1, 28, 28))
+    G, D = dcgan.build_networks(dataclasses.replace(config, stability=Stability()), (1, 28, 28))  # the plain step
     optG = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optD = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     netG, netD = reference_dcgan(config.latent_dim, config.ngf, config.ndf)

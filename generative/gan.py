@@ -41,7 +41,6 @@ from generative.common import (
     session,
     spec_of,
     spectral_norm_all,
-    translate,
 )
 from generative.data import Images
 from generative.metrics import DiscriminatorWatch
@@ -61,10 +60,6 @@ class Stability:
     # D also sees the standard deviation of its features across a group of 4 samples (Karras et al. 2018, sec. 3):
     # a G that draws too few kinds of image lowers it, so D can penalise a lack of variety one sample cannot show.
     minibatch_std: bool = False
-    # D sees real and fake images alike moved by up to 1/8 of their side and with a square of half the side cut
-    # out (DiffAugment, Zhao et al. 2020): with a few thousand images D otherwise memorises the training set and
-    # stops guiding G. The transforms are differentiable and G's step sees them too, so they do not leak into G.
-    augment: bool = False
     # D judges `pack` samples at once, stacked along channels, all real or all fake (PacGAN, Lin et al. 2018):
     # a G that drops modes makes packs that look alike, which D can tell from real packs. 1 = off.
     pack: int = field(default=1, metadata={"ge": 1})
@@ -261,7 +256,6 @@ def train_adversarial(
         specs = {"generator": {"latent_dim": config.latent_dim, "image_shape": list(data.shape),
                                "num_classes": num_classes, "ema": average is not None}}  # fmt: skip
         timing = {"train_s": 0.0, "alarms": 0}
-        augment = diff_augment if config.stability.augment else (lambda images: images)
         pack = functools.partial(packed, pack=config.stability.pack)
 
         def update(step: int) -> dict[str, float | torch.Tensor]:
@@ -274,15 +268,15 @@ def train_adversarial(
                 fake = call(run_g, z, labels)
                 # (1) discriminator: real vs fake; detach() keeps the generator out of this update
                 d_loss = discriminator_loss(
-                    call(run_d, pack(augment(real)), labels),
-                    call(run_d, pack(augment(fake.detach())), labels),
+                    call(run_d, pack(real), labels),
+                    call(run_d, pack(fake.detach()), labels),
                     config.stability.label_smoothing,
                 )
             optimize(opt_d, d_loss)
             # (2) generator: fool the discriminator, frozen (no gradients for its weights)
             discriminator.requires_grad_(False)
             with autocast:
-                g_loss = generator_loss(call(run_d, pack(augment(fake)), labels), config.stability.non_saturating)
+                g_loss = generator_loss(call(run_d, pack(fake), labels), config.stability.non_saturating)
             optimize(opt_g, g_loss)
             discriminator.requires_grad_(True)
             for schedule in schedules:
@@ -323,21 +317,6 @@ def train_adversarial(
 def packed(x: torch.Tensor, pack: int) -> torch.Tensor:
     """(B, C, H, W) -> (B / pack, pack * C, H, W): samples i * pack ... i * pack + pack - 1 side by side."""
     return x if pack == 1 else x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])
-
-
-def diff_augment(x: torch.Tensor) -> torch.Tensor:
-    """DiffAugment's translation and cutout (Zhao et al. 2020) on images (B, C, H, W) in [-1, 1] whose background
-    is -1: each image moves by up to 1/8 of its side, then loses a random square of half its side (which may hang
-    over an edge). Gradients flow through both to the images."""
-    n, _, h, w = x.shape
-    x = translate(x + 1, max(1, h // 8)) - 1  # translate fills with 0: -1, the background, once shifted back
-    size_h, size_w = h // 2, w // 2
-    top = torch.randint(-(size_h // 2), h - size_h // 2 + 1, (n, 1, 1), device=x.device)
-    left = torch.randint(-(size_w // 2), w - size_w // 2 + 1, (n, 1, 1), device=x.device)
-    rows = torch.arange(h, device=x.device)[None, :, None]
-    cols = torch.arange(w, device=x.device)[None, None, :]
-    cut = (rows >= top) & (rows < top + size_h) & (cols >= left) & (cols < left + size_w)  # (B, H, W)
-    return torch.where(cut[:, None], torch.full_like(x, -1.0), x)
 
 
 def conditional_classes(config, data: Images) -> int:

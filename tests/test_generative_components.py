@@ -180,20 +180,6 @@ def test_minibatch_std_appends_the_within_group_spread():
     assert same.shape == (6, 6) and same[:, -1].abs().max() < 1e-3
 
 
-def test_diff_augment_moves_and_cuts_out_differentiably():
-    from generative.gan import diff_augment
-
-    background = -torch.ones(8, 1, 28, 28)
-    assert torch.equal(diff_augment(background), background)  # a blank image stays blank (fill = background)
-    x = torch.ones(64, 1, 28, 28, requires_grad=True)  # all ink: what is cut out or shifted in becomes -1
-    out = diff_augment(x)
-    removed = (out == -1).float().mean(dim=(1, 2, 3))
-    assert out.shape == x.shape and removed.min() > 0 and removed.max() < 0.6  # at most a quarter cut + a shift
-    out.sum().backward()
-    # every kept output pixel is one input pixel (moved): the gradient reaches exactly that many pixels, once each
-    assert set(x.grad.unique().tolist()) <= {0.0, 1.0} and x.grad.sum() == (out != -1).sum()
-
-
 def test_packing_stacks_consecutive_samples_as_channels():
     from generative.gan import Stability, packed
 
