@@ -313,7 +313,7 @@ def interleaved_throughput(config, *, rounds: int, steps: int) -> float:
     import dataclasses
 
     from generative import dcgan
-    from generative.gan import Stability, discriminator_loss, generator_loss
+    from generative.adversarial import Stability, discriminator_loss, generator_loss
 
     torch.manual_seed(0)
     x = torch.rand(4000, 1, 28, 28) * 2 - 1
@@ -324,7 +324,7 @@ def interleaved_throughput(config, *, rounds: int, steps: int) -> float:
     refG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
     refD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
 
-    def ours():  # gan.train_adversarial's step body
+    def ours():  # adversarial.train_adversarial's step body (plain)
         real = x[torch.randint(len(x), (config.batch_size,))]
         fake = G(torch.randn(config.batch_size, config.latent_dim))
         d_loss = discriminator_loss(D(real), D(fake.detach()))

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 import networks
+from generative.adversarial import AdversarialConfig, MinibatchStd, sample_images, train_adversarial
 from generative.common import normal_init
-from generative.gan import AdversarialConfig, MinibatchStd, sample_images, train_adversarial
 from networks.errors import ConfigError
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from generative import ae, data, dcgan, images, metrics
+from generative.adversarial import discriminator_loss, generator_loss
 from generative.common import make_tree, restore_tree
-from generative.gan import discriminator_loss, generator_loss
 from generative.vae import negative_elbo
 from networks import io
 from networks.errors import CheckpointError, ConfigError
@@ -169,7 +169,7 @@ def test_prdc_handles_identical_points():
 
 
 def test_minibatch_std_appends_the_within_group_spread():
-    from generative.gan import MinibatchStd
+    from generative.adversarial import MinibatchStd
 
     x = torch.zeros(8, 3, 2, 2)
     x[:4] = 1.0  # groups of 4 are samples {i, i+2, i+4, i+6}: each holds two 1s and two 0s -> std 0.5
@@ -181,7 +181,7 @@ def test_minibatch_std_appends_the_within_group_spread():
 
 
 def test_packing_stacks_consecutive_samples_as_channels():
-    from generative.gan import Stability, packed
+    from generative.adversarial import Stability, packed
 
     x = torch.arange(4.0)[:, None, None, None].expand(4, 1, 2, 2)  # sample i is all i
     pairs = packed(x, pack=2)
@@ -197,7 +197,7 @@ def test_packing_stacks_consecutive_samples_as_channels():
 
 
 def test_average_follows_the_live_weights_slowly_and_copies_buffers():
-    from generative.gan import Average
+    from generative.adversarial import Average
 
     live = torch.nn.BatchNorm1d(2)
     average = Average(live, decay=0.9)
@@ -226,7 +226,7 @@ def test_conditional_dcgan_networks_take_labels():
 
 
 def test_requested_labels():
-    from generative.gan import requested_labels
+    from generative.adversarial import requested_labels
 
     assert requested_labels(5, 0, None) is None
     assert requested_labels(3, 10, 7).tolist() == [7, 7, 7]
