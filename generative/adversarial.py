@@ -50,6 +50,10 @@ class Stability:
     # D judges `pack` samples at once, stacked along channels, all real or all fake (PacGAN, Lin et al. 2018):
     # a G that drops modes makes packs that look alike, which D can tell from real packs. 1 = off.
     pack: int = field(default=1, metadata={"ge": 1})
+    # > 0: G also pays this weight / (mean |G(z1) - G(z2)| / mean |z1 - z2|) over pairs of its samples (drawn for
+    # the same class when conditional): a G that ignores z and draws one image per class pays most (mode seeking,
+    # Mao et al. 2019). 0 = off.
+    mode_seeking: float = field(default=0.0, metadata={"ge": 0})
 
 
 @dataclass
@@ -202,26 +206,30 @@ def train_adversarial(
                                "num_classes": num_classes, "ema": average is not None}}  # fmt: skip
         timing = {"train_s": 0.0, "alarms": 0}
         pack = functools.partial(packed, pack=config.stability.pack)
+        seeking = config.stability.mode_seeking
 
         def update(step: int) -> dict[str, float | torch.Tensor]:
             started = time.perf_counter()
             index = torch.randint(len(real_images), (config.batch_size,), device=device)
             real = real_images[index]
-            labels = None if real_labels is None else real_labels[index]  # fakes get the real batch's classes
+            labels = None if real_labels is None else real_labels[index]
+            fake_labels = labels if seeking == 0 else paired(labels)  # the real batch's classes
             z = torch.randn(config.batch_size, config.latent_dim, device=device)
             with autocast:
-                fake = call(run_g, z, labels)
+                fake = call(run_g, z, fake_labels)
                 # (1) discriminator: real vs fake; detach() keeps the generator out of this update
                 d_loss = discriminator_loss(
                     call(run_d, pack(real), labels),
-                    call(run_d, pack(fake.detach()), labels),
+                    call(run_d, pack(fake.detach()), fake_labels),
                     config.stability.label_smoothing,
                 )
             common.optimize(opt_d, d_loss)
             # (2) generator: fool the discriminator, frozen (no gradients for its weights)
             discriminator.requires_grad_(False)
             with autocast:
-                g_loss = generator_loss(call(run_d, pack(fake), labels), config.stability.non_saturating)
+                g_loss = generator_loss(call(run_d, pack(fake), fake_labels), config.stability.non_saturating)
+                if seeking > 0:
+                    g_loss = g_loss + seeking * mode_seeking_loss(fake, z)
             common.optimize(opt_g, g_loss)
             discriminator.requires_grad_(True)
             for schedule in schedules:
@@ -257,6 +265,21 @@ def train_adversarial(
             summary["eval/best_fld"] = best.value
         tracker.summary(summary)
         return summary
+
+
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + 1e-5), sample i paired with sample i + B/2 (Mao et al. 2019)."""
+    half = len(z) // 2
+    ratio = (fake[:half] - fake[half : 2 * half]).abs().mean() / (z[:half] - z[half : 2 * half]).abs().mean()
+    return 1.0 / (ratio + 1e-5)
+
+
+def paired(labels: torch.Tensor | None) -> torch.Tensor | None:
+    """Labels whose second half repeats the first, so samples i and i + B/2 are drawn for one class."""
+    if labels is None:
+        return None
+    half = len(labels) // 2
+    return torch.cat([labels[:half], labels[:half], labels[2 * half :]])
 
 
 def packed(x: torch.Tensor, pack: int) -> torch.Tensor:

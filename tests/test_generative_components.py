@@ -196,6 +196,17 @@ def test_packing_stacks_consecutive_samples_as_channels():
     assert info.value.field == "stability.pack"
 
 
+def test_mode_seeking_loss_by_hand_and_pairs_share_a_class():
+    from generative.adversarial import mode_seeking_loss, paired
+
+    z = torch.tensor([[0.0, 0.0], [2.0, 2.0]])  # one pair, |z1 - z2| = 2 on average
+    fake = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])  # |G(z1) - G(z2)| = 1 on average
+    assert mode_seeking_loss(fake, z).item() == pytest.approx(1 / (0.5 + 1e-5))
+    ignores_z = torch.zeros(2, 3)  # one image whatever z: the largest penalty
+    assert mode_seeking_loss(ignores_z, z).item() == pytest.approx(1e5)
+    assert paired(torch.tensor([3, 1, 4, 1, 5])).tolist() == [3, 1, 3, 1, 5] and paired(None) is None
+
+
 def test_average_follows_the_live_weights_slowly_and_copies_buffers():
     from generative.adversarial import Average
 
