@@ -18,9 +18,7 @@ unroll is one fused RNN call; the `done` input still resets the state where a wi
 
 from __future__ import annotations
 
-import copy
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +28,11 @@ import torch
 from torch import nn
 
 import networks
-from agents import dqn, losses
+from agents import dqn, losses, offpolicy
 from agents.episode_replay import EpisodeReplay, SequenceBatch
-from agents.schedules import crossed, linear_schedule
-from envs.evaluation import write_mp4
-from networks import io
-from networks.errors import CheckpointError, ConfigError, TrainingDiverged
-from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
+from agents.offpolicy import EVAL_SEED_OFFSET, make_env
+from networks.errors import ConfigError
+from networks.interfaces import Tracker
 
 State = tuple[torch.Tensor, ...]
 
@@ -130,6 +126,24 @@ def act(
     return actions, state, next_state
 
 
+class RecurrentGreedy:
+    """The greedy policy for envs/evaluation.py: a state per env, reset where `episode_start` says one starts."""
+
+    def __init__(self, q_net: RecurrentQNetwork, device: torch.device):
+        self.q_net, self.device, self.rng = q_net, device, np.random.default_rng(0)  # rng: ε = 0 never explores
+        self.state: State | None = None
+        self.starting: np.ndarray | None = None
+
+    def episode_start(self, starting: np.ndarray) -> None:
+        self.starting = starting
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.state is None:
+            self.state = self.q_net.initial_state(len(obs), self.device)
+        actions, _, self.state = act(self.q_net, obs, self.state, self.starting, 0.0, self.rng, self.device)
+        return actions
+
+
 # --- learning ---------------------------------------------------------------------------------------
 
 
@@ -167,12 +181,15 @@ def sequence_loss(q_taken: torch.Tensor, targets: torch.Tensor, batch: SequenceB
 
 
 class Learner:
+    """Online and target recurrent Q-networks, the optimizer, and the sequence update."""
+
     def __init__(self, config: Config, q_net: RecurrentQNetwork, device: torch.device):
         self.config, self.q_net = config, q_net
-        self.target_net = copy.deepcopy(q_net).requires_grad_(False)
-        self.params = list(q_net.parameters())
-        self.optimizer = dqn.make_optimizer(config, self.params, device)
-        self.loss_sum, self.q_sum, self.logged_updates = 0.0, 0.0, 0
+        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(config, q_net, device)
+
+    def train_phase(self, replay: EpisodeReplay, num_updates: int, beta: float, rng: np.random.Generator) -> int:
+        """`num_updates` gradient steps; returns how many were skipped as non-finite (nan_policy: skip)."""
+        return sum(not self.update(replay, beta) for _ in range(num_updates))
 
     def update(self, replay: EpisodeReplay, beta: float) -> bool:
         """One gradient step on a batch of windows; False when skipped as non-finite (nan_policy: skip)."""
@@ -181,37 +198,14 @@ class Learner:
             self.q_net, self.target_net, batch, burn_in=self.config.burn_in, double_q=self.config.double_q
         )
         loss = sequence_loss(q_taken, targets, batch, self.config.loss)
-        if not bool(torch.isfinite(loss)):
-            if self.config.nan_policy == "skip":
-                return False
-            raise TrainingDiverged("non-finite TD loss; stopped, the last checkpoint is the last good one")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm, foreach=True)
-        self.optimizer.step()
+        q_mean = q_taken.detach().mean()
+        if self.config.nan_policy == "skip" and not offpolicy.finite(loss, q_mean):
+            return False
+        offpolicy.gradient_step(self.optimizer, self.params, loss, self.config.max_grad_norm)
         if replay.tree is not None:
             replay.update_priorities(batch.indices, q_taken.detach() - targets, batch.mask)
-        self.loss_sum += float(loss.detach())
-        self.q_sum += float(q_taken.detach().mean())
-        self.logged_updates += 1
+        self.meter.add(loss, q_mean)
         return True
-
-    def sync_target(self) -> None:
-        if self.config.tau >= 1.0:
-            self.target_net.load_state_dict(self.q_net.state_dict())
-        else:
-            with torch.no_grad():
-                torch._foreach_lerp_(list(self.target_net.parameters()), self.params, self.config.tau)
-
-    def read_losses(self) -> dict[str, float]:
-        if self.logged_updates == 0:
-            return {}
-        metrics = {
-            "losses/td_loss": self.loss_sum / self.logged_updates,
-            "losses/q_values": self.q_sum / self.logged_updates,
-        }
-        self.loss_sum, self.q_sum, self.logged_updates = 0.0, 0.0, 0
-        return metrics
 
 
 # --- training ---------------------------------------------------------------------------------------
@@ -229,230 +223,47 @@ def make_replay(config: Config, env: gym.vector.VectorEnv, q_net: RecurrentQNetw
         obs_dtype=space.dtype,
         burn_in=config.burn_in,
         seq_len=config.seq_len,
-        n_step=config.n_step,
-        gamma=config.gamma,
         state_shapes=state_shapes,
-        prioritized=config.prioritized.enabled,
-        alpha=config.prioritized.alpha,
         priority_eta=config.priority_eta,
-        priority_eps=config.prioritized.eps,
-        device=device,
         seed=config.seed,
+        **offpolicy.replay_options(config, device),
     )
 
 
-def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    config.validate()
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    device = resolve_device(config.device)
-    rng = seed_everything(config.seed)
-    env = dqn.make_env(config, config.num_envs, config.seed)
+def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> dict[str, float]:
+    device, rng = offpolicy.setup(config)  # bad input fails here and in the next lines, before any slow work
+    env = make_env(config, config.num_envs, config.seed)
     q_net = build_q_network(config, env).to(device)
-    learner = Learner(config, q_net, device)
-    replay = make_replay(config, env, q_net, device)
-    counters = dqn.Counters()
-    if resume is not None:
-        counters = restore(resume, learner, replay, rng)
-    eval_env = dqn.make_env(config, min(config.eval_episodes, dqn.MAX_EVAL_ENVS), config.seed, vectorization="sync")
+    learner, replay = Learner(config, q_net, device), make_replay(config, env, q_net, device)
+    state = q_net.initial_state(config.num_envs, device)  # (layers, num_envs, H) each
+    episode_start = np.ones(config.num_envs, dtype=bool)  # zero an env's state before its next step
 
-    obs, _ = env.reset(seed=config.seed + counters.step)
-    state = q_net.initial_state(config.num_envs, device)
-    episode_start = np.ones(config.num_envs, dtype=bool)  # reset each slot's state before its next step
-    after_end = np.zeros(config.num_envs, dtype=bool)  # NEXT_STEP autoreset: the next step only resets
-    target_every = max(config.target_update_interval // config.num_envs, 1)
-    epsilon_steps = config.exploration_fraction * config.total_steps
-    start_time, start_step = time.perf_counter(), counters.step
-    last_eval = None
-
-    def checkpoint(best: bool = False, metric: float | None = None) -> None:
-        tree = snapshot(learner, counters, rng, replay if config.save_replay and not best else None)
-        tracker.checkpoint(tree, counters.step, best=best, metric=metric)
-
-    while counters.step < config.total_steps:
-        before = counters.step
-        learning = counters.step >= config.learning_starts
-        epsilon = linear_schedule(
-            config.exploration_initial_eps, config.exploration_final_eps, epsilon_steps, counters.step
-        )
-        actions, fed_state, state = act(q_net, obs, state, episode_start, epsilon if learning else 1.0, rng, device)
+    def step(obs: np.ndarray, valid: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray, dict]:
+        nonlocal state, episode_start
+        # (1) act: ε-greedy on every env, each carrying its hidden state (zeroed where its episode starts)
+        actions, fed_state, state = act(q_net, obs, state, episode_start, epsilon, rng, device)
+        # (2) step and store, each observation with the state fed in beside it (R2D2's stored state)
         next_obs, rewards, terminated, truncated, info = env.step(actions)
-        valid = ~after_end
         replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid, fed_state)
-        episode_start = ~valid  # this step was an autoreset: obs is a first observation
-        after_end = terminated | truncated
-        obs = next_obs
-        new = int(valid.sum())
-        if new == 0:
-            continue
-        counters.step += new
-        counters.vec_steps += 1
-        counters.since_train += new
+        episode_start = ~valid  # an env's reset step: next_obs is its new episode's first observation
+        return next_obs, terminated | truncated, info
 
-        if "_episode" in info and info["_episode"].any():
-            ended = info["_episode"]
-            counters.episodes += int(ended.sum())
-            tracker.log(
-                {
-                    "charts/episodic_return": float(info["episode"]["r"][ended].mean()),
-                    "charts/episodic_length": float(info["episode"]["l"][ended].mean()),
-                },
-                counters.step,
-            )
-        if counters.vec_steps % target_every == 0:
-            learner.sync_target()
-        if (
-            counters.step > config.learning_starts
-            and counters.vec_steps % config.train_freq == 0
-            and replay.complete_windows() > 0
-        ):
-            num_updates = config.gradient_steps if config.gradient_steps > 0 else counters.since_train
-            beta = (
-                linear_schedule(config.prioritized.beta0, 1.0, config.total_steps, counters.step)
-                if config.prioritized.anneal_beta
-                else config.prioritized.beta0
-            )
-            if config.learning_rate_final is not None:  # as dqn: linear decay over the run
-                learner.optimizer.param_groups[0]["lr"] = linear_schedule(
-                    config.learning_rate, config.learning_rate_final, config.total_steps, counters.step
-                )
-            done_updates = sum(learner.update(replay, beta) for _ in range(num_updates))
-            counters.updates += done_updates
-            counters.skipped_updates += num_updates - done_updates
-            counters.since_train = 0
+    def evaluation(eval_env: gym.vector.VectorEnv) -> dict:
+        policy = RecurrentGreedy(q_net, device)  # fresh states
+        return offpolicy.evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET, policy)
 
-        if crossed(before, counters.step, config.log_every):
-            sps = (counters.step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-            tracker.log(
-                {
-                    "charts/epsilon": epsilon,
-                    "charts/sps": sps,
-                    "charts/updates": counters.updates,
-                    **learner.read_losses(),
-                    **({"losses/skipped_updates": counters.skipped_updates} if config.nan_policy == "skip" else {}),
-                },
-                counters.step,
-            )
-        done = counters.step >= config.total_steps
-        if crossed(before, counters.step, config.eval_every) or (done and config.eval_every == 0):
-            last_eval = evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + dqn.EVAL_SEED_OFFSET, device)
-            tracker.log(
-                {"eval/mean_return": last_eval["mean_return"], "eval/std_return": last_eval["std_return"]},
-                counters.step,
-            )
-            if last_eval["mean_return"] > counters.best_eval:
-                counters.best_eval = last_eval["mean_return"]
-                checkpoint(best=True, metric=counters.best_eval)
-            if config.stop_at_return is not None and last_eval["mean_return"] >= config.stop_at_return:
-                done = True
-        if crossed(before, counters.step, config.checkpoint_every) or done:
-            checkpoint()
-        if done or tracker.should_stop():
-            break
-
-    env.close()
-    eval_env.close()
-    elapsed = time.perf_counter() - start_time
-    summary = {
-        "charts/episodes": counters.episodes,
-        "charts/updates": counters.updates,
-        "charts/sps": (counters.step - start_step) / max(elapsed, 1e-9),
-        "time/train_seconds": elapsed,
-        "global_step": counters.step,
-    }
-    if last_eval is not None:
-        summary.update(
-            {
-                "eval/mean_return": last_eval["mean_return"],
-                "eval/std_return": last_eval["std_return"],
-                "eval/best_return": counters.best_eval,
-            }
-        )
-    tracker.summary(summary)
-    return summary
-
-
-def snapshot(learner: Learner, counters, rng: np.random.Generator, replay: EpisodeReplay | None) -> dict:
-    tree = {
-        "q_net": learner.q_net.state_dict(),
-        "target_net": learner.target_net.state_dict(),
-        "optimizer": learner.optimizer.state_dict(),
-        "counters": asdict(counters),
-        "rng": rng_state(rng),
-    }
-    if replay is not None:
-        tree["replay"] = replay.state_dict()
-    return tree
-
-
-def restore(tree: dict, learner: Learner, replay: EpisodeReplay, rng: np.random.Generator):
-    missing = [key for key in ("q_net", "target_net", "optimizer", "counters", "rng") if key not in tree]
-    if missing:
-        raise CheckpointError(f"checkpoint lacks {missing} (is it a drqn run?)")
-    io.load_module_state(learner.q_net, tree["q_net"], "q_net")
-    io.load_module_state(learner.target_net, tree["target_net"], "target_net")
-    io.load_optimizer_state(learner.optimizer, tree["optimizer"])
-    try:
-        counters = dqn.Counters(**tree["counters"])
-    except TypeError as e:
-        raise CheckpointError(f"counters: {e}") from None
-    restore_rng_state(tree["rng"], rng)
-    if "replay" in tree:
-        replay.load_state_dict(tree["replay"])
-    return counters
+    # (3) sync target, (4) learn on windows of burn-in + trained steps, (5) log, evaluate, checkpoint:
+    # agents/offpolicy.py's loop, every agent's
+    return offpolicy.run(config, tracker, env, learner, replay, rng, step, evaluation, kind="drqn", resume=resume)
 
 
 # --- evaluation -------------------------------------------------------------------------------------
 
 
-def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
-    """Greedy episodes with the checkpoint's network, its state reset at each episode start."""
-    device = resolve_device(config.device)
-    env = dqn.make_env(config, min(episodes, dqn.MAX_EVAL_ENVS), seed, vectorization="sync")
-    q_net = build_q_network(config, env).to(device)
-    if not isinstance(tree, dict) or "q_net" not in tree:
-        raise CheckpointError("checkpoint holds no 'q_net' (is it a drqn run?)")
-    io.load_module_state(q_net, tree["q_net"], "q_net")
-    result = evaluate_net(q_net, env, episodes, seed, device)
-    env.close()
-    if video_path is not None:
-        video_env = dqn.make_env(config, 1, seed, vectorization="sync", render_mode="rgb_array")
-        frames: list[np.ndarray] = []
-        evaluate_net(q_net, video_env, 1, seed, device, frames=frames)
-        video_env.close()
-        write_mp4(frames, Path(video_path), fps=video_env.metadata.get("render_fps") or 30)
-        result["video"] = str(video_path)
-    return result
-
-
-def evaluate_net(
-    q_net: RecurrentQNetwork,
-    env: gym.vector.VectorEnv,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    frames: list | None = None,
+def evaluate(
+    config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None, trajectories: bool = False
 ) -> dict:
-    """`episodes` greedy episodes split across the env's slots (as dqn.evaluate_net), state reset per slot."""
-    n = env.num_envs
-    wanted = np.array([(episodes + i) // n for i in range(n)])
-    returns: list[list[float]] = [[] for _ in range(n)]
-    obs, _ = env.reset(seed=seed)
-    state = q_net.initial_state(n, device)
-    episode_start, after_end = np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
-    while any(len(r) < w for r, w in zip(returns, wanted)):
-        if frames is not None:
-            frames.append(env.render()[0])
-        actions, _, state = act(q_net, obs, state, episode_start, 0.0, np.random.default_rng(0), device)
-        obs, _, terminated, truncated, info = env.step(actions)
-        episode_start, after_end = after_end, terminated | truncated
-        for i in np.flatnonzero(info.get("_episode", np.zeros(n, bool))):
-            if len(returns[i]) < wanted[i]:
-                returns[i].append(float(info["episode"]["r"][i]))
-    flat = [r for per_env in returns for r in per_env]
-    return {
-        "mean_return": float(np.mean(flat)),
-        "std_return": float(np.std(flat)),
-        "episodes": len(flat),
-        "returns": flat,
-    }
+    """Greedy episodes with the checkpoint's network, its state reset at each episode start."""
+    return offpolicy.evaluate_checkpoint(
+        config, tree, "drqn", build_q_network, RecurrentGreedy, episodes, seed, video_path, trajectories
+    )

@@ -98,6 +98,9 @@ class EpisodeReplay:
     def complete_windows(self) -> int:
         return int(np.maximum(np.minimum(self.written, self.slots) - self.window + 1, 0).sum())
 
+    def can_sample(self, batch_size: int) -> bool:
+        return self.complete_windows() > 0  # windows are drawn with replacement: one complete window will do
+
     # --- writing --------------------------------------------------------------------------------
 
     def add(self, obs, actions, rewards, next_obs, terminated, truncated, valid=None, states=None) -> None:
@@ -244,6 +247,7 @@ class EpisodeReplay:
         counts = np.maximum(mask.cpu().numpy().sum(1), 1)
         priorities = self.priority_eta * errors.max(1) + (1 - self.priority_eta) * errors.sum(1) / counts
         priorities += self.priority_eps
+        priorities[~np.isfinite(priorities)] = self.max_priority  # a diverged update's windows, as ReplayBuffer
         self.max_priority = max(self.max_priority, float(priorities.max()))
         # A window may have been overwritten since it was sampled (not in a single-threaded loop, but cheap).
         still = self._complete(*np.divmod(indices, self.slots))

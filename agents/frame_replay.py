@@ -81,6 +81,9 @@ class FrameReplay:
     def __len__(self) -> int:
         return self.size
 
+    def can_sample(self, batch_size: int) -> bool:
+        return self.size >= batch_size
+
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.frames, self.actions, self.rewards, self.flags))

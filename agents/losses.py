@@ -75,3 +75,40 @@ def importance_weights(probabilities: np.ndarray, size: int, beta: float, min_pr
     probabilities = np.asarray(probabilities, dtype=np.float64)
     max_weight = (size * min_probability) ** -beta
     return (size * probabilities) ** -beta / max_weight
+
+
+def q_lambda_targets(
+    rewards: torch.Tensor,
+    next_q: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Peng's Q(λ) targets over a rollout of T steps, as PQN uses them (Gallici et al. 2025; purejaxql), (T, ...).
+
+        G_t = r_t + γ (1 − term_t) [λ G_{t+1} + (1 − λ) max_a Q(s_{t+1}, a)]       within an episode
+        G_t = r_t + γ (1 − term_t) max_a Q(s_{t+1}, a)                              at t = T − 1, or a truncation
+
+    λ = 0 gives one-step Q-learning targets; λ = 1 the discounted return to the episode's end (Monte Carlo),
+    bootstrapped once from the last step's max Q. rewards, terminated, truncated: (T, ...) with step t's outcome;
+    next_q: (T, ..., A), the Q values of s_{t+1}, the observation step t returned.
+
+    Episode ends follow Gymnasium's vector envs with NEXT_STEP autoreset: the step that ends an episode returns
+    its final observation, so s_{t+1} is the true next state even at a time limit. A termination does not
+    bootstrap; a truncation bootstraps from the final observation's max Q and does not carry G across into the
+    next episode. (purejaxql and CleanRL's pqn.py get the reset observation back instead and treat a truncation
+    as a termination.) The step after an episode's end is only a reset (its action is ignored): it holds no
+    transition, so its target means nothing and the caller leaves it out of the loss, as it does a rollout's
+    first step when the previous rollout ended an episode on its last step.
+    """
+    next_value = next_q.amax(dim=-1)  # (T, ...)
+    bootstraps = 1.0 - terminated.to(next_value.dtype)
+    continues = 1.0 - torch.maximum(terminated, truncated).to(next_value.dtype)  # G_{t+1} is the same episode
+    targets = torch.empty_like(next_value)
+    following = next_value[-1]  # G_T does not exist: the last step bootstraps in full (λ's weight goes to max Q)
+    for t in reversed(range(rewards.shape[0])):
+        carried = lam * continues[t]  # the weight on G_{t+1}; 0 at an episode's end
+        following = rewards[t] + gamma * bootstraps[t] * (carried * following + (1.0 - carried) * next_value[t])
+        targets[t] = following
+    return targets

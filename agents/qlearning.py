@@ -9,11 +9,14 @@ epsilon decaying linearly, named as in dqn (exploration_initial_eps -> explorati
 exploration_fraction of the run). The table is the whole model: it is saved with the step counter and RNG state
 through `tracker.checkpoint`, and `evaluate` plays it greedily. `plot_q_table` draws it as a heat map, with the
 greedy policy as arrows on the map for grid worlds (FrozenLake, CliffWalking).
+
+The cadence is the off-policy agents' (agents/offpolicy.py `Bookkeeping`): episode statistics, log / evaluate /
+checkpoint every so many steps, a best-* checkpoint at each new best evaluation, an evaluation at the last step,
+the summary. Evaluation plays the table on envs/evaluation.py's seeded envs, as dqn does.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs
+from agents import offpolicy
+from agents.offpolicy import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, Counters, make_env
 from agents.schedules import linear_schedule
+from envs.evaluation import Policy
 from networks.errors import CheckpointError, ConfigError
-from networks.runtime import restore_rng_state, rng_state, seed_everything
+from networks.interfaces import Tracker
+from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
 
 
 @dataclass
@@ -35,7 +41,7 @@ class Config:
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env, e.g. {is_slippery: true}
     total_steps: int = field(default=200_000, metadata={"ge": 1})  # env steps
     seed: int = 0  # seeds the env, the action sampling and the tie-breaking
-    device: str = "auto"  # unused: the table lives in NumPy; kept so every Config reads alike
+    device: str = "auto"  # validated as every kind's (auto | cpu | cuda[:N]); the table itself lives in NumPy
     learning_rate: float = field(default=0.1, metadata={"gt": 0, "le": 1})  # alpha
     learning_rate_final: float | None = field(default=None, metadata={"gt": 0, "le": 1})  # linear decay to this
     gamma: float = field(default=0.99, metadata={"ge": 0, "le": 1})  # discount
@@ -99,102 +105,83 @@ def table_shape(env: gym.vector.VectorEnv, env_id: str) -> tuple[int, int]:
     return int(obs_space.n), int(action_space.n)
 
 
-def make_env(config: Config, seed: int, render_mode: str | None = None) -> gym.vector.VectorEnv:
-    return envs.make(config.env_id, num_envs=1, seed=seed, render_mode=render_mode, **config.env_kwargs)
-
-
-def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
+def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> dict[str, float]:
+    config.validate()
+    resolve_device(config.device)  # bad input fails as for every kind, though the table needs no device
     rng = seed_everything(config.seed)
-    env = make_env(config, config.seed)
+    env = make_env(config, 1, config.seed)
     n_states, n_actions = table_shape(env, config.env_id)
     q_table = np.full((n_states, n_actions), config.initial_q, dtype=np.float64)
-    step = 0
+    counters = Counters()
     if resume is not None:
-        q_table, step = _restore(resume, q_table.shape), int(resume["step"])
+        q_table = _restore(resume, q_table.shape)
+        counters.step, counters.best_eval = int(resume["step"]), float(resume.get("best_eval", -np.inf))
         restore_rng_state(resume["rng"], rng)
 
     alpha_final = config.learning_rate if config.learning_rate_final is None else config.learning_rate_final
     eps_decay_steps = config.exploration_fraction * config.total_steps
-    obs, _ = env.reset()
-    after_episode_end = False  # NEXT_STEP autoreset: the step after an episode's end is a reset step
     returns: list[float] = []
     td_errors: list[float] = []
-    start_time, start_step = time.perf_counter(), step
-    last_eval = None
 
-    while step < config.total_steps:
-        state = int(obs[0])
-        epsilon = linear_schedule(config.exploration_initial_eps, config.exploration_final_eps, eps_decay_steps, step)
-        if rng.random() < epsilon:
+    def epsilon_at(step: int) -> float:
+        return linear_schedule(config.exploration_initial_eps, config.exploration_final_eps, eps_decay_steps, step)
+
+    def alpha_at(step: int) -> float:
+        return linear_schedule(config.learning_rate, alpha_final, config.total_steps, step)
+
+    def metrics(step: int) -> dict:
+        charts = {
+            "charts/epsilon": epsilon_at(step),
+            "charts/learning_rate": alpha_at(counters.step),
+            "losses/td_error_abs": float(np.mean(np.abs(td_errors))),
+            "losses/q_values": float(q_table.max(axis=1).mean()),
+        }
+        td_errors.clear()
+        return charts
+
+    book = offpolicy.Bookkeeping(
+        config,
+        tracker,
+        counters,
+        metrics=metrics,
+        evaluate=lambda: _evaluate_table(config, q_table, config.eval_episodes, config.seed + EVAL_SEED_OFFSET),
+        snapshot=lambda _: _tree(q_table, counters, rng),
+    )
+    obs, _ = env.reset()
+    after_end = np.zeros(1, dtype=bool)  # NEXT_STEP autoreset: the step after an episode's end is a reset step
+    while counters.step < config.total_steps:
+        before, state = counters.step, int(obs[0])
+        # (1) act: ε-greedy, ties broken at random
+        if rng.random() < epsilon_at(counters.step):
             action = int(rng.integers(n_actions))
         else:
             action = greedy_action(q_table[state], rng)
+        # (2) step, and learn from the transition at once (a reset step's action was ignored: no transition)
         obs, reward, terminated, truncated, info = env.step(np.array([action]))
-        if after_episode_end:  # the action was ignored and obs is the new episode's first state
-            after_episode_end = False
+        valid, after_end = ~after_end, terminated | truncated
+        if not book.record_step(valid, info):
             continue
-        step += 1
-        alpha = linear_schedule(config.learning_rate, alpha_final, config.total_steps, step)
-        td_errors.append(
-            q_update(
-                q_table,
-                state,
-                action,
-                float(reward[0]),
-                int(obs[0]),
-                bool(terminated[0]),
-                alpha=alpha,
-                gamma=config.gamma,
-            )
+        alpha = alpha_at(counters.step)
+        td_error = q_update(
+            q_table, state, action, float(reward[0]), int(obs[0]), bool(terminated[0]), alpha=alpha, gamma=config.gamma
         )
-        if terminated[0] or truncated[0]:
-            after_episode_end = True
+        td_errors.append(td_error)
+        counters.updates += 1
+        if after_end[0]:
             returns.append(float(info["episode"]["r"][0]))
-            tracker.log(
-                {"charts/episodic_return": returns[-1], "charts/episodic_length": float(info["episode"]["l"][0])}, step
-            )
+        # (3) log, evaluate, checkpoint
+        if book.after_step(before):
+            break
 
-        if step % config.log_every == 0:
-            sps = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-            tracker.log(
-                {
-                    "charts/epsilon": epsilon,
-                    "charts/learning_rate": alpha,
-                    "charts/sps": sps,
-                    "losses/td_error_abs": float(np.mean(np.abs(td_errors))),
-                    "losses/q_values": float(q_table.max(axis=1).mean()),
-                },
-                step,
-            )
-            td_errors.clear()
-        if config.eval_every and step % config.eval_every == 0:
-            last_eval = _evaluate_table(config, q_table, config.eval_episodes, config.seed + 10_000)
-            tracker.log({"eval/mean_return": last_eval["mean_return"]}, step)
-        if step % config.checkpoint_every == 0 or step == config.total_steps:
-            tracker.checkpoint(_tree(q_table, step, rng), step)
-    env.close()
-
-    if last_eval is None or config.total_steps % max(config.eval_every, 1):
-        last_eval = _evaluate_table(config, q_table, config.eval_episodes, config.seed + 10_000)
-        tracker.log({"eval/mean_return": last_eval["mean_return"]}, step)
-    tracker.checkpoint(_tree(q_table, step, rng), step, best=True, metric=last_eval["mean_return"])
     # The table as a heat map (with the greedy policy on grid worlds), where `dlforge report` finds run media.
-    picture = plot_q_table(
-        q_table, config.env_id, tracker.run_dir / "media" / f"q_table-{step:09d}.png", env_kwargs=config.env_kwargs
-    )
-    tracker.image("q_table", picture, step, caption=f"Q-table of {config.env_id} at step {step}")
-    summary = {
-        "eval/mean_return": last_eval["mean_return"],
-        "eval/std_return": last_eval["std_return"],
-        "charts/episodes": float(len(returns)),
-        "charts/mean_return_last_100": float(np.mean(returns[-100:])) if returns else float("nan"),
-    }
-    tracker.summary(summary)
-    return summary
+    picture = q_table_image(q_table, config.env_id, config.env_kwargs)
+    tracker.image("q_table", picture, counters.step, caption=f"Q-table of {config.env_id} at step {counters.step}")
+    last_100 = float(np.mean(returns[-100:])) if returns else float("nan")
+    return book.finish(env, extra={"charts/mean_return_last_100": last_100})
 
 
-def _tree(q_table: np.ndarray, step: int, rng: np.random.Generator) -> dict:
-    return {"q_table": q_table.copy(), "step": step, "rng": rng_state(rng)}
+def _tree(q_table: np.ndarray, counters: Counters, rng: np.random.Generator) -> dict:
+    return {"q_table": q_table.copy(), "step": counters.step, "best_eval": counters.best_eval, "rng": rng_state(rng)}
 
 
 def _restore(tree: dict, shape: tuple[int, int]) -> np.ndarray:
@@ -210,50 +197,31 @@ def _restore(tree: dict, shape: tuple[int, int]) -> np.ndarray:
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
+def evaluate(
+    config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None, trajectories: bool = False
+) -> dict:
     """Greedy episodes with the saved table (ties broken by action order, so runs repeat exactly)."""
-    env = make_env(config, seed)
+    env = make_env(config, 1, seed)
     shape = table_shape(env, config.env_id)
     env.close()
-    return _evaluate_table(config, _restore(tree, shape), episodes, seed, video_path)
+    return _evaluate_table(config, _restore(tree, shape), episodes, seed, video_path, trajectories)
 
 
 def _evaluate_table(
-    config: Config, q_table: np.ndarray, episodes: int, seed: int, video_path: Path | None = None
+    config: Config,
+    q_table: np.ndarray,
+    episodes: int,
+    seed: int,
+    video_path: Path | None = None,
+    trajectories: bool = False,
 ) -> dict:
-    env = make_env(config, seed, render_mode="rgb_array" if video_path else None)
-    returns, frames = [], []
-    obs, _ = env.reset(seed=seed)
-    for episode in range(episodes):
-        total, done = 0.0, False
-        while not done:
-            if video_path is not None and episode == 0:
-                frames.append(env.render()[0])
-            obs, reward, terminated, truncated, _ = env.step(np.array([int(np.argmax(q_table[int(obs[0])]))]))
-            total += float(reward[0])
-            done = bool(terminated[0] or truncated[0])
-        returns.append(total)
-        obs, _ = env.reset()
-    env.close()
-    if video_path is not None and frames:
-        write_video(frames, video_path, fps=env.metadata.get("render_fps") or 4)
-    return {
-        "mean_return": float(np.mean(returns)),
-        "std_return": float(np.std(returns)),
-        "episodes": episodes,
-        "returns": returns,
-    }
+    """`episodes` greedy episodes on sync envs seeded seed + i (agents/offpolicy.py `play`)."""
 
+    def greedy() -> Policy:
+        return lambda obs: q_table[obs].argmax(axis=1)  # obs (n,) states -> (n,) actions, first best on ties
 
-def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1) as writer:
-        for frame in frames:
-            writer.append_data(frame)
-    return path
+    env = make_env(config, min(episodes, MAX_EVAL_ENVS), seed, vectorization="sync")
+    return offpolicy.play(config, env, greedy, episodes, seed, video_path, trajectories)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -274,12 +242,35 @@ def plot_q_table(
     tree_or_table: dict | np.ndarray, env_id: str, path: str | Path, env_kwargs: dict | None = None
 ) -> Path:
     """PNG of the Q-table as a heat map; for grid worlds also max_a Q per cell with greedy-policy arrows."""
+    import matplotlib.pyplot as plt
+
+    q_table = tree_or_table["q_table"] if isinstance(tree_or_table, dict) else tree_or_table
+    fig = _figure(q_table, env_id, env_kwargs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def q_table_image(q_table: np.ndarray, env_id: str, env_kwargs: dict | None = None) -> np.ndarray:
+    """`plot_q_table`'s picture as an (H, W, 3) uint8 array, for `tracker.image`."""
+    import matplotlib.pyplot as plt
+
+    fig = _figure(q_table, env_id, env_kwargs)
+    fig.set_dpi(100)
+    fig.canvas.draw()
+    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return picture
+
+
+def _figure(q_table: np.ndarray, env_id: str, env_kwargs: dict | None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    q_table = tree_or_table["q_table"] if isinstance(tree_or_table, dict) else tree_or_table
     q_table = np.asarray(q_table, dtype=np.float64)
     family = env_id.split("/")[-1].split("-")[0]
     grid = _grid_layout(env_id, family, q_table.shape[0], env_kwargs or {})
@@ -315,11 +306,7 @@ def plot_q_table(
         ax.set_yticks([])
         ax.set_title("max_a Q(s, a) and the greedy policy")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _grid_layout(env_id: str, family: str, n_states: int, env_kwargs: dict) -> tuple[np.ndarray, dict] | None:

@@ -20,13 +20,37 @@ the batch.
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from agents import losses
 from networks.errors import CheckpointError
+
+
+@runtime_checkable
+class Replay(Protocol):
+    """What the off-policy loop (agents/offpolicy.py) asks of a replay: ReplayBuffer here, FrameReplay
+    (agents/frame_replay.py) and EpisodeReplay (agents/episode_replay.py). Arrays are (num_envs, ...)."""
+
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated, valid) -> None:
+        """One vector-env step; rows where `valid` is False (autoreset steps) hold no transition."""
+
+    def can_sample(self, batch_size: int) -> bool:
+        """Whether `sample(batch_size)` can draw a batch now."""
+
+    def sample(self, batch_size: int) -> Any:
+        """A batch of `batch_size` transitions (or sequences), as tensors on the learner's device."""
+
+    def __len__(self) -> int:
+        """Transitions held."""
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps (arrays and JSON values only)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Undo `state_dict`; CheckpointError when it does not fit this replay."""
 
 
 class Batch(NamedTuple):
@@ -148,6 +172,9 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return self.size
+
+    def can_sample(self, batch_size: int) -> bool:
+        return self.size >= batch_size
 
     # --- writing -------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ whose action is ignored, and `info["episode"]` holds the finished episode's retu
 
 Families that need their own preprocessing plug in by id prefix: `ALE/...` (envs/atari.py) and
 `MiniGrid-...` (envs/minigrid.py) provide `make_single(env_id, render_mode=None, **kwargs) -> gym.Env`,
-and ids under `dlforge/` are registered by envs/novel.py. They are imported only when asked for.
+ids under `dlforge/` are registered by envs/novel.py and ids under `MinAtar/` by envs/minatar.py. They are
+imported only when asked for.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from networks.errors import ConfigError
 # id prefix -> module that builds one preprocessed env with `make_single(env_id, render_mode, **kwargs)`
 FAMILIES = {"ALE/": "envs.atari", "MiniGrid-": "envs.minigrid"}
 # id prefix -> module whose import registers those ids with Gymnasium
-REGISTERING_MODULES = {"dlforge/": "envs.novel"}
+REGISTERING_MODULES = {"dlforge/": "envs.novel", "MinAtar/": "envs.minatar"}
 VECTORIZATION = ("auto", "vector", "sync", "async")
 # `auto` takes an env's native vector entry point from this many copies up. Below it, stepping separate envs
 # costs less: CartPole, 1 env: sync 17 us/step, native 34 us/step; they cross at 4 envs; 16 envs: 100 vs 42.

@@ -1,4 +1,4 @@
-"""The `dlforge` command line: train, eval, generate, sweep, report, list.
+"""The `dlforge` command line: train, eval, generate, sweep, report, list, export.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback, no run folder left behind),
 1 a failure while running.
@@ -14,12 +14,6 @@ from pathlib import Path
 
 from networks.errors import CheckpointError, ConfigError
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep embedded Ray on loopback
-os.environ.setdefault("WANDB_SILENT", "true")
-# A W&B service inherited from a parent process (wandb sets WANDB_SERVICE for its children) would tie this
-# run's records to the parent's process; each dlforge process runs its own.
-os.environ.pop("WANDB_SERVICE", None)
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
@@ -34,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     train = sub.add_parser("train", help="train one run from a YAML config")
-    train.add_argument("config", nargs="?", help="configs/<kind>/<name>.yaml")
+    train.add_argument("config", nargs="?", help="a YAML file, or a bundled config by name (dqn/cartpole)")
     train.add_argument("overrides", nargs="*", help="key=value or key.sub=value")
     train.add_argument("--out", default="runs", help="root folder for runs (default: runs)")
     train.add_argument("--name", help="run folder name (default: <config>-<time>)")
@@ -46,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", choices=["best", "last"], default="best")
     ev.add_argument("--video", action="store_true", help="write an mp4 of the first episode")
     ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument(
+        "--save-trajectories",
+        metavar="PATH.npz",
+        help="write the episodes' obs, actions, rewards and dones (seq2seq_ae trains on them: data=npz:PATH.npz)",
+    )
 
     gen = sub.add_parser("generate", help="sample from a trained generator or VAE (autoencoders reconstruct)")
     gen.add_argument("run_dir")
@@ -70,10 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="report folder (default: <first dir>/report)")
 
     sub.add_parser("list", help="list network presets, trainer kinds and bundled configs")
+
+    export = sub.add_parser("export", help="export a trained policy or generator: ONNX, TorchScript or a Hub folder")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript", "hub"])
+    export.add_argument("--out", default=None, help="file (onnx, torchscript) or new folder (hub); default in RUN_DIR")
+    export.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    export.add_argument("--episodes", type=int, default=10, help="hub: greedy evaluation episodes for the model card")
+    export.add_argument("--seed", type=int, default=12345, help="hub: seed of the evaluation")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    # A W&B service inherited from a parent process (wandb sets WANDB_SERVICE for its children) would tie this
+    # run's records to the parent's process; each dlforge process runs its own.
+    os.environ.pop("WANDB_SERVICE", None)
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:  # `key=value` overrides may also follow the flags: `train cfg.yaml --out d lr=1e-3`
@@ -100,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from launch.bundled import resolve_config
     from launch.config import load_config
     from launch.run import default_name, load_run_spec, new_run_dir, train_run
 
@@ -113,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.config:
             raise ConfigError("config", "missing; usage: dlforge train CONFIG [key=value ...]")
-        spec = load_config(args.config, overrides)
+        spec = load_config(resolve_config(args.config), overrides)
         run_dir = new_run_dir(args.out, args.name or default_name(spec.source, spec.kind))
         resume = False
     try:
@@ -145,10 +157,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError("--episodes", f"must be >= 1, got {args.episodes}")
     result = evaluate_run(
-        Path(args.run_dir), episodes=args.episodes, which=args.checkpoint, seed=args.seed, video=args.video
+        Path(args.run_dir),
+        episodes=args.episodes,
+        which=args.checkpoint,
+        seed=args.seed,
+        video=args.video,
+        trajectories=args.save_trajectories,
     )
     if result.get("video"):
         print(f"video: {result['video']}")
+    if result.get("trajectories"):
+        print(f"trajectories: {result['trajectories']}")
     print(f"mean_return={result['mean_return']:.2f} std={result['std_return']:.2f} episodes={result['episodes']}")
     return 0
 
@@ -165,7 +184,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from launch import sweep
+    from launch.bundled import resolve_config
 
+    args.sweep_config = str(resolve_config(args.sweep_config))  # a file, or a bundled sweep (sweeps/cartpole-lr)
     return sweep.main(args)
 
 
@@ -180,6 +201,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import networks
+    from launch.bundled import bundled_configs, shown
     from launch.registry import TRAINERS
 
     console = Console()
@@ -194,13 +216,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     for kind, module in TRAINERS.items():
         kinds.add_row(kind, module)
     console.print(kinds)
-    configs = Table(title="bundled configs")
-    configs.add_column("config")
-    root = Path(__file__).resolve().parents[1] / "configs"
-    for path in sorted(root.rglob("*.yaml")):
-        configs.add_row(str(path.relative_to(root.parent)))
+    configs = Table(title="bundled configs (dlforge train NAME)")
+    configs.add_column("name")
+    configs.add_column("file")
+    for name, path in bundled_configs().items():
+        configs.add_row(name, shown(path))
     console.print(configs)
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from launch import export
+
+    return export.main(args)
 
 
 COMMANDS = {
@@ -210,6 +238,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "report": cmd_report,
     "list": cmd_list,
+    "export": cmd_export,
 }
 
 

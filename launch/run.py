@@ -8,21 +8,23 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
 from launch.registry import trainer_module, with_env_factory
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
-from networks import io
+from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
-
-CONFIG_FILE = "config.yaml"
+from networks.run_folder import CONFIG_FILE, load_checkpoint  # noqa: F401 (launch.run.load_checkpoint)
 
 
 @dataclass
@@ -50,11 +52,14 @@ def new_run_dir(out: str | Path, name: str) -> Path:
 
 
 def load_run_spec(run_dir: str | Path, overrides: list[str] | tuple = ()) -> RunSpec:
-    """The config a run was started with (its config.yaml), with optional overrides."""
+    """The config a run was started with (its config.yaml), with optional overrides. A network taken from
+    another run builds from the copy this run keeps (see `copy_pretrained`)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError("run", f"{run_dir} holds no dlforge run (no {CONFIG_FILE})")
-    return parse_config(apply_overrides(read_yaml(run_dir / CONFIG_FILE), overrides), source=run_dir)
+    spec = parse_config(apply_overrides(read_yaml(run_dir / CONFIG_FILE), overrides), source=run_dir)
+    pretrained.use_kept_copy(spec.config, run_dir)
+    return spec
 
 
 def train_run(
@@ -67,7 +72,6 @@ def train_run(
 ) -> RunResult:
     """Train `spec` into `run_dir`. Bad input removes a folder this call created (or, when resuming, puts
     back the config.yaml and metrics.jsonl it found), then re-raises."""
-    resolve_pretrained(spec)
     created = not run_dir.exists()
     tree, step = None, None
     kept: dict[str, bytes] = {}
@@ -88,6 +92,7 @@ def train_run(
     try:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            copy_pretrained(spec, run_dir, resume=resume)
             io.atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(spec.resolved, sort_keys=False))
         except OSError as e:
             raise ConfigError(
@@ -120,50 +125,87 @@ def train_run(
         raise
 
 
-def resolve_pretrained(spec: RunSpec) -> None:
-    """`network.init_from: RUN_DIR` -> that run's newest checkpoint, recorded as such in config.yaml."""
-    network = getattr(spec.config, "network", None)
-    if not isinstance(network, dict) or not isinstance(network.get("init_from"), str):
+def copy_pretrained(spec: RunSpec, run_dir: Path, *, resume: bool) -> None:
+    """A run that starts from `network.init_from` keeps a copy of that checkpoint in run_dir/pretrained/, and
+    config.yaml records where it came from (`init_from`: RUN_DIR becomes that run's newest checkpoint) and its
+    SHA-256. The network builds from the copy, so a resume never reads the source run again, even once the
+    source has pruned that checkpoint or been deleted."""
+    network = _pretrained_network(spec)
+    if network is None:
         return
-    source = Path(network["init_from"]).expanduser()
+    recorded = _recorded_network(run_dir) if resume else {}
+    origin = {**network, **{key: recorded[key] for key in ("init_from", "sha256") if key in recorded}}
+    kept = pretrained.kept_copy(origin, run_dir)
+    if kept is None:
+        source = _source_checkpoint(origin["init_from"])
+        pretrained.check_checksum(source, origin.get("sha256"))  # a recorded checksum admits only that checkpoint
+        kept = run_dir / pretrained.COPIES / source.name
+        try:
+            checksum = io.copy(source, kept)
+        except CheckpointError as e:
+            raise ConfigError("network.init_from", str(e)) from None
+        origin = {**origin, "init_from": str(source), "sha256": checksum}
+    spec.resolved["network"] = origin
+    network.update(init_from=str(kept), sha256=origin["sha256"])
+
+
+def _pretrained_network(spec: RunSpec) -> dict | None:
+    network = getattr(spec.config, "network", None)
+    return network if isinstance(network, dict) and isinstance(network.get("init_from"), str) else None
+
+
+def _recorded_network(run_dir: Path) -> dict:
+    """The network section of the config.yaml a run folder already holds ({} when there is none)."""
+    try:
+        network = read_yaml(run_dir / CONFIG_FILE).get("network")
+    except ConfigError:
+        return {}
+    return network if isinstance(network, dict) else {}
+
+
+def _source_checkpoint(init_from: str) -> Path:
+    """`init_from` as a checkpoint stem: a run folder's newest step checkpoint, or the stem it names."""
+    source = Path(init_from).expanduser()
+    if source.suffix in (".json", ".safetensors"):  # a checkpoint named by one of its two files
+        source = source.with_suffix("")
     if source.is_dir():
         stems = checkpoint_stems(source)
         if not stems:
             raise ConfigError("network.init_from", f"{source} holds no checkpoint to take the network from")
-        network["init_from"] = str(stems[0].resolve())
-    elif not source.with_suffix(".json").is_file():
+        return stems[0].resolve()
+    if not source.with_name(source.name + ".json").is_file():
         raise ConfigError("network.init_from", f"{source} is neither a run folder nor a checkpoint")
-    spec.resolved["network"] = dict(network)
+    return source.resolve()
 
 
-def load_checkpoint(run_dir: Path, which: str = "best") -> tuple[dict, dict, str]:
-    """(tree, meta, which) for `best` (falling back to the last when no best exists) or `last`."""
-    if which not in ("best", "last"):
-        raise ConfigError("--checkpoint", f"expected best or last, got '{which}'")
-    if which == "best":
-        found = load_latest(run_dir, prefix="best")
-        if found is not None:
-            return (*found, "best")
-    found = load_latest(run_dir, prefix="any")  # the newest save, best or not
-    if found is None:
-        raise ConfigError("run", f"{run_dir} holds no checkpoint yet")
-    return (*found, "last")
-
-
-def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: bool) -> dict:
+def evaluate_run(
+    run_dir: Path, *, episodes: int, which: str, seed: int, video: bool, trajectories: str | Path | None = None
+) -> dict:
+    """Evaluate a run's checkpoint into run_dir/eval.json. With `trajectories` (a .npz path), also write the
+    evaluated episodes' steps there: `obs`, `actions`, `rewards`, `dones` (envs/evaluation.py), the trajectory
+    file that seq2seq_ae reads (`data=npz:PATH`)."""
     spec = load_run_spec(run_dir)
     module = trainer_module(spec.kind)
     # Agents' evaluate(config, tree, *, episodes, ...); generative modules may have an unrelated `evaluate` helper.
-    if "episodes" not in inspect.signature(getattr(module, "evaluate", lambda: None)).parameters:
+    parameters = inspect.signature(getattr(module, "evaluate", lambda: None)).parameters
+    if "episodes" not in parameters:
         raise ConfigError(
             "run",
             f"{run_dir} is a '{spec.kind}' run, which has no evaluation; "
             "eval works on agent runs (dqn, drqn, qlearning)",
         )
+    if trajectories is not None:
+        trajectories = _trajectories_path(trajectories)
+        if "trajectories" not in parameters:
+            raise ConfigError("--save-trajectories", f"a '{spec.kind}' run's evaluation does not record trajectories")
     tree, meta, which = load_checkpoint(run_dir, which)
     video_path = run_dir / "videos" / f"eval-{which}-step{meta.get('step', 0)}.mp4" if video else None
-    result = module.evaluate(spec.config, tree, episodes=episodes, seed=seed, video_path=video_path)
+    options = {"trajectories": True} if trajectories is not None else {}
+    result = module.evaluate(spec.config, tree, episodes=episodes, seed=seed, video_path=video_path, **options)
     result = {**result, "checkpoint": which, "step": meta.get("step"), "seed": seed}
+    if trajectories is not None:
+        _write_npz(trajectories, result.pop("trajectories"), "--save-trajectories")
+        result["trajectories"] = str(trajectories)
     io.atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
     if video_path is not None and video_path.exists() and spec.tracking.wandb != "disabled":
         tracker = LocalTracker(run_dir, spec.tracking, config=spec.resolved, resume_step=10**18)
@@ -173,11 +215,30 @@ def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: 
     return result
 
 
+def _trajectories_path(path: str | Path) -> Path:
+    """A .npz path that can be written: checked before evaluating, so a refusal writes nothing."""
+    path = Path(path).expanduser()
+    if path.suffix != ".npz":
+        raise ConfigError("--save-trajectories", f"expected a .npz path, got '{path}'")
+    nearest = next(folder for folder in path.parents if folder.exists())  # the folder to write in, or to create it in
+    if path.is_dir() or not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError("--save-trajectories", f"cannot write '{path}': {nearest} is not a writable folder")
+    return path
+
+
+def _write_npz(path: Path, arrays: dict, field: str) -> None:
+    """`arrays` as a compressed npz at `path`, written atomically (its folder created)."""
+    buffer = BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    try:
+        io.atomic_write_bytes(path, buffer.getvalue())
+    except OSError as e:
+        raise ConfigError(field, f"cannot write '{path}' ({e.strerror})") from None
+
+
 def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int, label: int | None = None) -> Path:
     """Samples (or reconstructions) as a grid PNG, or raw (N, C, H, W) in [0, 1] as `samples` in an npz.
     `label` draws one class from a class-conditional generator; without it such a grid has one row per class."""
-    import numpy as np
-
     from launch.tracking import save_png
 
     spec = load_run_spec(run_dir)
@@ -202,7 +263,7 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int, label: in
     samples = with_env_factory(module.generate)(spec.config, tree, n=n, seed=seed, **drawn_by_class)
     samples = np.asarray(samples, dtype=np.float32)
     if path.suffix == ".npz":
-        np.savez_compressed(path, samples=samples)
+        _write_npz(path, {"samples": samples}, "--out")
     else:
         from generative.images import grid
 

@@ -9,6 +9,15 @@ Spec fields by type (defaults in brackets; presets in presets.py fill in their o
     resnet  blocks [[2, 2, 2, 2]], widths [[64, 128, 256, 512]], hidden, activation, dropout, init.
     lstm, gru  hidden_size [256], num_layers [1], pre: a feed-forward spec run on every step.
 Flatten sizes come from a dummy forward pass on the meta device (shapes.output_shape).
+
+`norm: layer` puts layer normalisation (Ba et al. 2016) after every hidden layer's affine map, before its
+activation: nn.LayerNorm on each hidden Linear, and on each conv layer a normalisation over (C, H, W) with a
+per-channel scale and shift (GroupNorm with one group, so H and W are not fixed). The output Linear is never
+normalised. PQN (Gallici et al. 2025) relies on it to keep TD learning stable without a target network or a
+replay buffer; its MinAtar and Atari Q-networks normalise the conv layers as well as the hidden Linear (purejaxql
+pqn_minatar.py, CleanRL pqn_atari_envpool.py). Off by default (`norm: none`), so presets keep their published
+parameter counts. It applies to mlp and cnn, and to lstm / gru through their `pre` network; resnet keeps
+torchvision's batch norm inside its blocks.
 """
 
 from __future__ import annotations

@@ -71,6 +71,29 @@ def save(stem: str | Path, tree: dict, meta: dict | None = None) -> Path:
 
 def load(stem: str | Path) -> tuple[dict, dict]:
     """Load a checkpoint saved by `save`. Returns (tree, meta). Raises CheckpointError."""
+    sidecar, blob = _checked(stem)
+    tensor_path, _ = _paths(stem)
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises several error types on garbage input
+        raise CheckpointError(f"{tensor_path}: not a valid safetensors file ({e})") from None
+    tree = _decode(sidecar["tree"], tensors, "")
+    return tree, sidecar["meta"]
+
+
+def copy(stem: str | Path, dest: str | Path) -> str:
+    """Copy checkpoint `stem` to `dest` byte for byte (atomically, sidecar last) once its tensor file matches
+    its sidecar's checksum. Returns that SHA-256, which the copy shares. Raises CheckpointError."""
+    _, blob = _checked(stem)
+    _, sidecar_path = _paths(stem)
+    dest_tensors, dest_sidecar = _paths(dest)
+    atomic_write_bytes(dest_tensors, blob)
+    atomic_write_bytes(dest_sidecar, sidecar_path.read_bytes())
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _checked(stem: str | Path) -> tuple[dict, bytes]:
+    """(sidecar, tensor bytes), the bytes checked against the sidecar's SHA-256."""
     sidecar = read_sidecar(stem)
     tensor_path, _ = _paths(stem)
     try:
@@ -79,12 +102,7 @@ def load(stem: str | Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{tensor_path}: cannot read ({e.strerror})") from None
     if hashlib.sha256(blob).hexdigest() != sidecar["sha256"]:
         raise CheckpointError(f"{tensor_path}: checksum does not match its JSON sidecar (truncated or replaced)")
-    try:
-        tensors = st_load(blob)
-    except Exception as e:  # safetensors raises several error types on garbage input
-        raise CheckpointError(f"{tensor_path}: not a valid safetensors file ({e})") from None
-    tree = _decode(sidecar["tree"], tensors, "")
-    return tree, sidecar["meta"]
+    return sidecar, blob
 
 
 def read_sidecar(stem: str | Path) -> dict:

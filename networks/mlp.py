@@ -24,7 +24,7 @@ class LayerOptions:
 
     activation: str = "relu"
     dropout: float = 0.0  # after each hidden activation; 0 = off
-    norm: str = "none"  # between the affine layer and its activation
+    norm: str = "none"  # between the affine layer and its activation; layer: Ba et al. 2016, as PQN uses it
     init: str = "default"  # torch's own init unless asked
     field: str = "network"  # config path, for error messages
 

@@ -71,3 +71,16 @@ def test_compiled_skip_leaves_the_network_unchanged_on_nan():
     assert skipped is not None and learning.compiled.skipped.item() == 1
     for name, value in learning.q_net.state_dict().items():
         torch.testing.assert_close(value, before[name])
+
+
+def test_a_compile_failure_is_one_logged_line_and_the_eager_update(caplog):
+    import torch._inductor.config as inductor
+
+    learning, replay = learner(True), filled_replay()
+    with inductor.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}):  # no C++ compiler
+        skipped = learning.train_phase(replay, 3, 0.4, np.random.default_rng(0))
+    assert learning.compiled is None and skipped == 0  # eager from the first update on
+    assert learning.optimizer.state_dict()["state"][0]["step"].item() == 3
+    assert learning.read_losses()["losses/td_loss"] > 0
+    lines = [r.getMessage() for r in caplog.records if "compile" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "eager" in lines[0], lines

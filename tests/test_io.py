@@ -128,6 +128,19 @@ def test_truncated_safetensors_is_refused(tmp_path: Path) -> None:
         io.load(stem)
 
 
+def test_copy_is_byte_for_byte_and_refuses_a_damaged_source(tmp_path: Path) -> None:
+    stem = io.save(tmp_path / "source", {"w": torch.arange(6.0)}, {"step": 3})
+    checksum = io.copy(stem, tmp_path / "copies" / "kept")
+    assert checksum == hashlib.sha256((tmp_path / "source.safetensors").read_bytes()).hexdigest()
+    for suffix in (".safetensors", ".json"):
+        assert (tmp_path / "copies" / f"kept{suffix}").read_bytes() == (tmp_path / f"source{suffix}").read_bytes()
+    data = (tmp_path / "source.safetensors").read_bytes()
+    (tmp_path / "source.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="checksum does not match"):
+        io.copy(stem, tmp_path / "copies" / "again")
+    assert sorted(p.name for p in (tmp_path / "copies").iterdir()) == ["kept.json", "kept.safetensors"]
+
+
 def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
     io.save(tmp_path / "a", {"w": torch.zeros(4)})
     io.save(tmp_path / "b", {"w": torch.ones(4)})

@@ -1,7 +1,8 @@
 """`dlforge report`: curves across seeds, the comparison table, media, and an index.html that loads.
 
 The headless-browser check runs when Debian's `chromium` is on PATH and is skipped otherwise;
-DLFORGE_TEST_CHROMIUM=1 makes a missing chromium a failure (for CI images that install it).
+DLFORGE_TEST_CHROMIUM=1 (set by .ci/run, which installs chromium) makes a missing chromium a failure. It keeps a
+screenshot of index.html at 1280 pixels as a test artefact (test-artifacts/, not committed).
 """
 
 import json
@@ -19,6 +20,8 @@ import yaml
 from launch.config import TrackingConfig
 from launch.report import curve, find_runs, group_runs, write_report
 from launch.tracking import LocalTracker
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_run(root: Path, name: str, *, lr: float, seed: int, curve_points: dict[int, float], image=None) -> Path:
@@ -131,39 +134,101 @@ def _chromium() -> str | None:
     return found
 
 
-IMAGE_CHECK = """<script>window.addEventListener('load', () => {
+PAGE_CHECK = """<script>
+window.pageErrors = [];
+const source = t => (t && t.getAttribute && (t.getAttribute('src') || t.getAttribute('href'))) || '?';
+window.addEventListener('error', e => window.pageErrors.push(e.message || 'failed to load ' + source(e.target)), true);
+const consoleError = console.error;
+console.error = (...args) => { window.pageErrors.push(args.join(' ')); consoleError.apply(console, args); };
+window.addEventListener('load', () => {
   const images = [...document.images];
   const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
-  const out = document.createElement('pre'); out.id = 'image-check';
-  out.textContent = JSON.stringify({total: images.length, broken: broken});
+  const boxes = [...document.querySelectorAll('.scroll')];
+  const out = document.createElement('pre'); out.id = 'page-check';
+  out.textContent = JSON.stringify({
+    total: images.length, broken: broken, errors: window.pageErrors,
+    page_width: document.documentElement.scrollWidth, window_width: window.innerWidth,
+    boxes_scrolling: boxes.filter(b => b.scrollWidth > b.clientWidth).length,
+  });
   document.body.appendChild(out);
-});</script>"""
+});
+</script>"""
+WINDOW = "--window-size=1280,2400"  # the width the report is laid out for
+HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 
-def images_in_chromium(chromium: str, page: Path) -> dict:
-    """Open `page` from disk in headless Chromium; report how many images loaded."""
+def check_in_chromium(chromium: str, page: Path) -> dict:
+    """Open `page` from disk in headless Chromium at 1280 pixels wide: images, errors, widths."""
     probe = page.with_name(f"probe-{page.name}")  # beside it, so relative links resolve the same
-    probe.write_text(page.read_text().replace("</body>", IMAGE_CHECK + "</body>"))
+    probe.write_text(page.read_text().replace("<head>", "<head>" + PAGE_CHECK, 1))
     done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dump-dom", probe.as_uri()],
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            WINDOW,
+            "--dump-dom",
+            probe.as_uri(),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
     )
     probe.unlink()
-    found = re.search(r'<pre id="image-check">(.*?)</pre>', done.stdout)
+    found = re.search(r'<pre id="page-check">(.*?)</pre>', done.stdout)
     assert found, f"chromium gave no result: {done.stderr[-500:]}"
     return json.loads(found[1].replace("&quot;", '"'))
 
 
-def test_index_html_images_all_load_in_headless_chromium(runs, tmp_path):
+def screenshot(chromium: str, page: Path, name: str) -> Path:
+    """A 1280-pixel-wide screenshot kept as a test artefact (DLFORGE_TEST_ARTIFACTS, default test-artifacts/)."""
+    folder = Path(os.environ.get("DLFORGE_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    subprocess.run(
+        [chromium, *HEADLESS, "--hide-scrollbars", WINDOW, f"--screenshot={path}", page.as_uri()],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def test_index_html_loads_in_headless_chromium_at_1280_pixels(runs, tmp_path):
     chromium = _chromium()
+    for seed, final in enumerate([400.0, 480.0, 500.0]):  # agent runs: the reliable-statistics section too
+        make_agent_run(runs, f"agent-{seed}", seed=seed, final=final)
+    make_agent_run(runs, "agent-wide", seed=0, final=300.0, notes="a very long note " * 30)  # a wide table
     index = write_report([runs], tmp_path / "report")
-    result = images_in_chromium(chromium, index)
-    assert result == {"total": 4, "broken": []}
-    # The check can fail: a missing image is reported.
+    page = index.read_text()
+    result = check_in_chromium(chromium, index)
+    assert result["total"] == page.count("<img ") == 9  # 4 curves, 3 reliable-statistics plots, 2 media
+    assert result["broken"] == [] and result["errors"] == []
+    assert result["page_width"] <= result["window_width"] == 1280  # the page never scrolls sideways...
+    assert result["boxes_scrolling"] >= 1  # ...the wide table scrolls in its own box
+    shot = screenshot(chromium, index, "report-index-1280.png")
+    assert shot.stat().st_size > 20_000
+    # The check can fail: a missing image is reported, and so is its load error.
     (tmp_path / "report" / "curves" / "losses_loss.png").unlink()
-    assert images_in_chromium(chromium, index)["broken"] == ["curves/losses_loss.png"]
+    result = check_in_chromium(chromium, index)
+    assert result["broken"] == ["curves/losses_loss.png"]
+    assert result["errors"] == ["failed to load curves/losses_loss.png"]
+
+
+def make_agent_run(root: Path, name: str, *, seed: int, final: float, **extra) -> Path:
+    run_dir = root / name
+    tracker = LocalTracker(run_dir, TrackingConfig(wandb="disabled"))
+    config = {"kind": "dqn", "env_id": "CartPole-v1", "seed": seed, **extra}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.default_rng(seed)
+    for step in range(100, 2001, 100):
+        tracker.log({"charts/episodic_return": float(rng.normal(final * step / 2000, 30))}, step)
+        if step % 500 == 0:
+            tracker.log({"eval/mean_return": final * step / 2000}, step)
+    tracker.close()
+    return run_dir
 
 
 def test_a_sweep_folder_reports_its_trials_with_status_and_error(tmp_path):

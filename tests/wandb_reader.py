@@ -1,4 +1,4 @@
-"""Read a W&B offline run (`run-<id>.wandb`) back from disk, without network or a W&B account.
+"""Read a W&B run's transaction log (`run-<id>.wandb`) back from disk, without network or a W&B account.
 
 wandb ships no reader for its transaction log, so this follows its documented LevelDB-style layout:
 a 7-byte file header `<4sHB>` (b":W&B", 0xBEE1, 0), then 32 KiB blocks of records, each with a 7-byte
@@ -66,6 +66,11 @@ def offline_runs(run_dir: str | Path) -> list[Path]:
     return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
 
 
+def online_runs(run_dir: str | Path) -> list[Path]:
+    """The `.wandb` files of every online run under a run folder (W&B keeps its own log of what it sends)."""
+    return sorted(Path(run_dir).glob("wandb/run-*/run-*.wandb"))
+
+
 def run_config(path: str | Path) -> dict:
     """The run's config as logged (key -> value)."""
     config = {}
@@ -75,3 +80,23 @@ def run_config(path: str | Path) -> dict:
         for item in updates:
             config[item.key] = json.loads(item.value_json)
     return config
+
+
+def artifacts(path: str | Path) -> list[dict]:
+    """Every artifact the run logged, in order: name, type, aliases, metadata (decoded) and files, a dict of
+    the path inside the artifact -> the local file W&B staged for upload (what `wandb sync` sends)."""
+    found = []
+    for record in records(path):
+        if record.WhichOneof("record_type") != "artifact":
+            continue
+        artifact = record.artifact
+        found.append(
+            {
+                "name": artifact.name,
+                "type": artifact.type,
+                "aliases": list(artifact.aliases),
+                "metadata": json.loads(artifact.metadata) if artifact.metadata else {},
+                "files": {entry.path: Path(entry.local_path) for entry in artifact.manifest.contents},
+            }
+        )
+    return found

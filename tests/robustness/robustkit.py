@@ -158,8 +158,9 @@ def write_config(folder: Path, kind: str, name: str | None = None, **extra) -> P
 
 
 def env(**extra: str) -> dict[str, str]:
-    """The subprocess environment: offline, quiet, one thread, and no W&B key from the host."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    """The subprocess environment: offline, quiet, one thread, and no W&B key from the host (only where W&B
+    stages artifact files is kept)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") or k == "WANDB_DATA_DIR"}
     base.update(
         {
             "WANDB_SILENT": "true",

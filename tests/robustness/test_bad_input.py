@@ -108,8 +108,6 @@ def test_train_refuses_broken_overrides_for_every_kind(kind, tmp_path, capsys):
 def test_train_refuses_an_unusable_device(kind, tmp_path, capsys):
     if not any(f.name == "device" for f in dataclasses.fields(trainer_module(kind).Config)):
         pytest.fail(f"{kind}.Config has no device field")
-    if kind == "qlearning":
-        pytest.xfail("qlearning ignores `device` (documented as unused), so device=tpu trains on NumPy")
     config = write_config(tmp_path, kind)
     out = tmp_path / "runs"
     expect_refused(["train", config, "device=tpu", "--out", out, "--name", "bad"], capsys, "device")

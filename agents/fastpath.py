@@ -1,12 +1,19 @@
-"""DQN's update step compiled into one graph (`compile: true`): the maths of `dqn.Learner.update`, faster.
+"""DQN's fast paths: the updates of `dqn.Learner.update`, arranged for speed. Read dqn.py for the maths.
 
-An eager update is a dozen small kernels (forward, loss, backward, gradient clipping, Adam) with Python and
-autograd bookkeeping between them; at DQN's batch sizes that bookkeeping costs as much as the arithmetic.
-Here the whole step is one pure function of (parameters, Adam state, batch) -> torch.func computes the
-gradients, then clipping and the Adam update run in the same graph, and torch.compile (Inductor) turns it
-into a few fused kernels. Measured on the rl-zoo3 CartPole net ([256, 256], batch 64, one CPU thread):
-about half the CPU time of the eager update (benchmarks/README.md). Compiling takes a few seconds (cached
-across runs by Inductor), so it pays off on long runs and is off by default.
+Two paths, each the same arithmetic as the eager update, tested against it (tests/test_dqn_compiled.py):
+
+- `uniform_phase`: with uniform replay the target net is fixed during a training phase, so the phase draws all
+  its batches at once, (G, B, ...), and (without double_q) values all their next states in one large forward
+  pass; each update is then `learner.update` on one batch, with no host sync (losses accumulate on the device).
+- `CompiledUpdate` (`compile: true`): the update step as one compiled graph. An eager update is a dozen small
+  kernels (forward, loss, backward, gradient clipping, Adam) with Python and autograd bookkeeping between them; at
+  DQN's batch sizes that bookkeeping costs as much as the arithmetic. Here the whole step is one pure function of
+  (parameters, Adam state, batch): torch.func computes the gradients, then clipping and the Adam update run in the
+  same graph, and torch.compile (Inductor) turns it into a few fused kernels. Measured on the rl-zoo3 CartPole
+  net ([256, 256], batch 64, one CPU thread): about half the CPU time of the eager update (benchmarks/README.md).
+  Compiling takes a few seconds (cached across runs by Inductor), so it pays off on long runs and is off by
+  default. Compiling happens in the first call; if it fails there (no C++ compiler, an unsupported op), the call
+  raises `CompileFailed` before anything ran, and `dqn.Learner.update` logs one line and goes on eagerly.
 
 The Adam state lives in the `torch.optim.Adam` object's own tensors (`step`, `exp_avg`, `exp_avg_sq`), so
 checkpoints are the same as the eager path's and a run can resume with `compile` on or off. The update
@@ -16,29 +23,56 @@ leaves parameters and state unchanged inside the graph (no host sync); the skips
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from agents import losses
+from agents.offpolicy import LossMeter
+from agents.replay import Batch
+
+if TYPE_CHECKING:
+    from agents.dqn import Learner
+
+
+def uniform_phase(learner: Learner, replay, num_updates: int) -> int:
+    """`num_updates` updates on uniformly drawn batches, all drawn at once; returns how many were skipped."""
+    config = learner.config
+    batches = replay.sample(config.batch_size, num_updates)  # (G, B, ...)
+    targets = None if config.double_q else learner.targets(batches)  # (G, B): the target net is fixed
+    skipped = 0
+    for g, batch in enumerate(split(batches)):
+        skipped += learner.update(batch, learner.targets(batch) if targets is None else targets[g]) is None
+    return skipped
+
+
+def split(batches: Batch) -> list[Batch]:
+    """(G, B, ...) -> G batches of (B, ...), as views (no copies)."""
+    columns = [x.unbind(0) if x is not None else [None] * len(batches.actions) for x in batches]
+    return [type(batches)(*fields) for fields in zip(*columns)]
+
+
+class CompileFailed(RuntimeError):
+    """torch.compile could not compile the update (raised by the first call only; nothing ran)."""
 
 
 class CompiledUpdate:
-    """`update(obs, actions, targets, weights) -> td_errors`, updating the network in place."""
+    """`update(batch, targets) -> td_errors`, updating the network in place; losses go to `meter`."""
 
     def __init__(
         self,
         q_net: nn.Module,
         optimizer: torch.optim.Adam,
+        meter: LossMeter,
         *,
         loss: str,
         max_grad_norm: float,
         skip_nonfinite: bool,
-        loss_sum: torch.Tensor,
-        q_sum: torch.Tensor,
+        batch_size: int,
     ):
-        """`loss_sum` and `q_sum` are the caller's device accumulators; skipped updates add nothing to them."""
-        self.q_net, self.optimizer = q_net, optimizer
+        self.q_net, self.optimizer, self.meter = q_net, optimizer, meter
         trainable = [(name, param) for name, param in q_net.named_parameters() if param.requires_grad]
         self.names = [name for name, _ in trainable]  # a frozen (pretrained) encoder is left out: never updated
         self.params = [param for _, param in trainable]
@@ -47,7 +81,8 @@ class CompiledUpdate:
         device = self.params[0].device
         self.lr = torch.tensor(float(group["lr"]), device=device)  # a tensor: a new value does not recompile
         self.loss_kind, self.max_grad_norm, self.skip_nonfinite = loss, max_grad_norm, skip_nonfinite
-        self.loss_sum, self.q_sum, self.skipped = loss_sum, q_sum, torch.zeros((), device=device)
+        self.skipped = torch.zeros((), device=device)
+        self.ones = torch.ones(batch_size, device=device)  # uniform replay's importance weights
         self.state = [self._adam_state(param) for param in self.params]
         self._step = torch.compile(self._update, fullgraph=True, dynamic=False)
         self.calls = 0
@@ -67,11 +102,32 @@ class CompiledUpdate:
         self.state = [self._adam_state(param) for param in self.params]
         self.lr.fill_(float(self.optimizer.param_groups[0]["lr"]))
 
-    def __call__(self, obs, actions, targets, weights) -> torch.Tensor:
+    def __call__(self, batch: Batch, targets: torch.Tensor) -> torch.Tensor:
+        if self.optimizer.state[self.params[0]] is not self.state[0]:  # a resume loaded the optimizer state
+            self.rebind()
         self.lr.fill_(float(self.optimizer.param_groups[0]["lr"]))
-        td_errors = self._step(obs, actions, targets, weights, self.lr)
+        weights = self.ones if batch.weights is None else batch.weights
+        if self.calls == 0:  # torch.compile compiles here, before running anything
+            from torch._dynamo.exc import TorchDynamoException  # torch.compile's errors (not imported before)
+
+            try:
+                td_errors = self._step(batch.obs, batch.actions, targets, weights, self.lr)
+            except TorchDynamoException as e:
+                raise CompileFailed(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
+        else:
+            td_errors = self._step(batch.obs, batch.actions, targets, weights, self.lr)
         self.calls += 1
+        self.meter.updates += 1
         return td_errors
+
+    def take_skipped(self) -> int:
+        """Updates skipped as non-finite since the last call (one host sync; none without nan_policy: skip)."""
+        if not self.skip_nonfinite:
+            return 0
+        skipped = int(self.skipped.item())
+        self.skipped.zero_()
+        self.meter.updates -= skipped
+        return skipped
 
     def _loss(self, params, obs, actions, targets, weights):
         q_values = functional_call(self.q_net, dict(zip(self.names, params)), (obs,))  # (B, A)
@@ -111,7 +167,7 @@ class CompiledUpdate:
                 state["exp_avg_sq"].copy_(exp_avg_sq)
                 param.copy_(new_param)
             ok = finite if self.skip_nonfinite else torch.ones((), dtype=torch.bool)
-            self.loss_sum.add_(torch.where(ok, loss, 0.0))
-            self.q_sum.add_(torch.where(ok, q_mean, 0.0))
+            self.meter.loss_sum.add_(torch.where(ok, loss, 0.0))
+            self.meter.q_sum.add_(torch.where(ok, q_mean, 0.0))
             self.skipped.add_((~ok).float())
         return td_errors
