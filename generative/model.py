@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from generative.common import restore_tree, spec_of
-from generative.gan import to_unit
+from generative.adversarial import to_unit
 from networks import pretrained
 from networks.errors import ConfigError
 from networks.export_graph import ExportGraph
