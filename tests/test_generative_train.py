@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+import generative
 import networks
 from launch.cli import main as dlforge
 from launch.config import parse_config
 from launch.registry import trainer_module, with_env_factory
 from launch.run import load_run_spec
 from launch.tracking import LocalTracker, load_latest, read_metrics
+from networks.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,6 +116,18 @@ def test_dcgan_with_averaged_generator_minibatch_std_and_classes(tmp_path, capsy
     assert_unit_images(threes, (4, 1, 28, 28))
     assert_unit_images(module.generate(config, tree, n=25, seed=0), (30, 1, 28, 28))  # 3 of each digit
 
+    # generative.load draws what generate draws, from the averaged generator; its exported network too
+    model = generative.load(run)
+    assert model.num_classes == 10
+    np.testing.assert_array_equal(model.sample(4, seed=0, label=3), threes)
+    np.testing.assert_array_equal(model.sample(25, seed=0), module.generate(config, tree, n=25, seed=0))
+    z = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        np.testing.assert_allclose(model.generator()(z, torch.full((4,), 3)).numpy(), threes, atol=1e-6)
+    with pytest.raises(ConfigError, match="must be a class in 0..9"):
+        model.sample(4, label=10)
+    assert dlforge(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 0
+
     # the CLI: one digit, a row per digit, and bad labels
     assert dlforge(["generate", str(run), "--label", "3", "--n", "4", "--out", str(tmp_path / "3.npz")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "3.npz")["samples"], threes)
@@ -135,6 +149,8 @@ def test_label_on_a_run_that_does_not_draw_by_class_is_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("error: --label: ")
         assert ("not class-conditional" if kind == "dcgan" else "does not draw by class") in err
+        with pytest.raises(ConfigError, match="conditional"):
+            generative.load(tmp_path / kind).sample(2, label=3)
 
 
 def test_vae_with_a_judge_logs_fld_and_prdc(tmp_path):
