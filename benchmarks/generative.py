@@ -230,7 +230,11 @@ def reference_step(netG, netD, optG, optD, real, nz):
 
 
 def bench_dcgan(args) -> dict:
-    return {f"seed{seed}": dcgan_seed(args, seed) for seed in args.seeds}
+    results = {}
+    for seed in args.seeds:  # each seed printed when done: a long sweep interrupted still leaves its seeds
+        results[f"seed{seed}"] = dcgan_seed(args, seed)
+        print(f"dcgan seed{seed}", json.dumps(results[f"seed{seed}"], default=float), flush=True)
+    return results
 
 
 def dcgan_seed(args, seed: int) -> dict:
