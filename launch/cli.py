@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n", type=int, default=64)
     gen.add_argument("--out", default=None, help="grid .png (default RUN_DIR/generated.png) or .npz")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--label", type=int, default=None, help="class to draw (conditional dcgan runs)")
 
     sweep = sub.add_parser("sweep", help="run a hyperparameter sweep on Ray Tune")
     sweep.add_argument("sweep_config")
@@ -176,7 +177,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError("--n", f"must be >= 1, got {args.n}")
-    path = generate_run(Path(args.run_dir), n=args.n, out=args.out, seed=args.seed)
+    path = generate_run(Path(args.run_dir), n=args.n, out=args.out, seed=args.seed, label=args.label)
     print(f"wrote: {path}")
     return 0
 

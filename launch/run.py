@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
-from launch.registry import trainer_module
+from launch.registry import trainer_module, with_env_factory
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
@@ -106,7 +106,7 @@ def train_run(
             progress=progress,
             resume_step=step,
         )
-        summary = trainer_module(spec.kind).train(spec.config, tracker, resume=tree) or {}
+        summary = with_env_factory(trainer_module(spec.kind).train)(spec.config, tracker, resume=tree) or {}
         tracker.summary(summary)
         tracker.close()
         return RunResult(run_dir, summary)
@@ -236,8 +236,9 @@ def _write_npz(path: Path, arrays: dict, field: str) -> None:
         raise ConfigError(field, f"cannot write '{path}' ({e.strerror})") from None
 
 
-def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
-    """Samples (or reconstructions) as a grid PNG, or raw (N, C, H, W) in [0, 1] as `samples` in an npz."""
+def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int, label: int | None = None) -> Path:
+    """Samples (or reconstructions) as a grid PNG, or raw (N, C, H, W) in [0, 1] as `samples` in an npz.
+    `label` draws one class from a class-conditional generator; without it such a grid has one row per class."""
     from launch.tracking import save_png
 
     spec = load_run_spec(run_dir)
@@ -248,6 +249,9 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
             f"{run_dir} is a '{spec.kind}' run, which holds no generator; generate works "
             "on gan, dcgan, vae and autoencoder runs",
         )
+    drawn_by_class = {} if label is None else {"label": label}
+    if drawn_by_class and "label" not in inspect.signature(module.generate).parameters:
+        raise ConfigError("--label", f"a '{spec.kind}' run does not draw by class (conditional dcgan runs do)")
     tree, _, _ = load_checkpoint(run_dir, "last")
     path = Path(out) if out else run_dir / "generated.png"
     if path.suffix not in (".png", ".npz"):
@@ -256,11 +260,13 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError("--out", f"cannot create the folder for {path} ({e.strerror})") from None
-    samples = np.asarray(module.generate(spec.config, tree, n=n, seed=seed), dtype=np.float32)
+    samples = with_env_factory(module.generate)(spec.config, tree, n=n, seed=seed, **drawn_by_class)
+    samples = np.asarray(samples, dtype=np.float32)
     if path.suffix == ".npz":
         _write_npz(path, {"samples": samples}, "--out")
     else:
         from generative.images import grid
 
-        save_png(grid(samples), path)
+        classes = tree.get("specs", {}).get("generator", {}).get("num_classes", 0)  # conditional generators
+        save_png(grid(samples, nrow=len(samples) // classes if classes and label is None else None), path)
     return path
