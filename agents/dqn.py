@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import networks
-from agents import fastpath, losses, offpolicy
+from agents import fastpath, losses, offpolicy, population
 
 # Counters, make_optimizer and MAX_EVAL_ENVS live in agents/offpolicy.py and stay importable from here.
 from agents.offpolicy import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, Counters, make_env, make_optimizer  # noqa: F401
@@ -89,6 +89,9 @@ class Config:
     save_replay: bool = False  # put the replay in checkpoints, so a resume continues with it
     log_every: int = field(default=1_000, metadata={"ge": 1})  # env steps between chart points
     nan_policy: Literal["stop", "skip"] = "stop"  # a non-finite loss or Q: stop the run, or skip that update
+    # dlforge: several seeds and per-member hyperparameters as one batched network, {seeds: [...]} or {size: N}
+    # plus per-member lists (agents/population.py); None: one run
+    population: dict[str, Any] | None = None
 
     def validate(self) -> None:
         if self.buffer_size < self.batch_size:
@@ -107,6 +110,7 @@ class Config:
             raise ConfigError("compile", f"compiles the Adam update only; set optimizer: adam (got {self.optimizer})")
         if self.compact_replay and self.prioritized.enabled:
             raise ConfigError("compact_replay", "samples uniformly; set prioritized.enabled: false to use it")
+        population.check(self)
 
 
 class QNetwork(nn.Module):
