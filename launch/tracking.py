@@ -55,6 +55,9 @@ def non_finite_leaf(tree: Any, path: str = "") -> str | None:
 class LocalTracker:
     """Writes a run folder: metrics.jsonl, summary.json, media/, checkpoints/ and the W&B run."""
 
+    _open_wandb_runs = 0  # W&B runs that trackers of this process started and have not closed
+    _unmarked: list[tuple[Path, int]] = []  # finished offline runs (folder, last step) awaiting W&B's teardown
+
     def __init__(
         self,
         run_dir: str | Path,
@@ -176,12 +179,19 @@ class LocalTracker:
                     f"its upload was unfinished {wandb_run.FINISH_TIMEOUT_S:g} s after the end; what W&B holds "
                     f"({', '.join(held)}) is kept in {sync_dir}: upload it with `wandb sync {sync_dir}`"
                 )
-            # finish() can return before the service has written the run file; teardown waits for it,
-            # so the offline run is complete on disk when close() returns (tests read it right away).
-            wandb.teardown()
+            LocalTracker._open_wandb_runs -= 1
             if self.tracking.wandb == "offline":
                 steps = [record["step"] for record in read_metrics(self.run_dir / "metrics.jsonl")]
-                mark_closed(Path(self._wandb_run.dir).parent, max(steps, default=-1))
+                LocalTracker._unmarked.append((Path(self._wandb_run.dir).parent, max(steps, default=-1)))
+            # finish() can return before the service has written the run file; teardown waits for it, so the offline
+            # run is complete on disk when close() returns (tests read it right away), and only then is it marked
+            # closed. Teardown ends every W&B run of the process: while another tracker's run is open (a
+            # population's members), the last one to close tears down and marks them all.
+            if LocalTracker._open_wandb_runs == 0:
+                wandb.teardown()
+                for folder, last_step in LocalTracker._unmarked:
+                    mark_closed(folder, last_step)
+                LocalTracker._unmarked.clear()
         if unsent:
             print(
                 f"warning: W&B could not send all of this run (metrics.jsonl is complete): {'; '.join(unsent)}",
@@ -193,6 +203,7 @@ class LocalTracker:
     def _wandb(self):
         if self._wandb_run is None:
             self._wandb_run = start_wandb(self.run_dir, self.tracking, self.config)
+            LocalTracker._open_wandb_runs += 1
             for record in self._backlog:
                 self._wandb_run.log({"global_step": record["step"], **{k: v for k, v in record.items() if k != "step"}})
             self._backlog = []
