@@ -122,6 +122,17 @@ def test_a_member_that_diverges_stops_alone_and_says_why(tmp_path, capsys):
     assert logged_steps(run_dir / MEMBERS / "seed1")[-1] <= diverged["step"]
     assert logged_steps(run_dir / MEMBERS / "seed0")[-1] == 600
 
+    # `dlforge eval` on the population's folder evaluates every member that holds a checkpoint (the diverged one:
+    # its last good checkpoint, when it saved one before diverging)
+    assert main(["eval", str(run_dir), "--episodes", "2"]) == 0
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    saved = [name for name in ("seed0", "seed1") if list((run_dir / MEMBERS / name / "checkpoints").glob("*.json"))]
+    assert saved[0] == "seed0" and list(evaluation["members"]) == saved
+    assert evaluation["skipped"] == [name for name in ("seed0", "seed1") if name not in saved]
+    means = [evaluation["members"][name]["mean_return"] for name in saved]
+    assert evaluation["mean_return"] == pytest.approx(sum(means) / len(means))
+    assert all((run_dir / MEMBERS / name / "eval.json").is_file() for name in saved)
+
 
 @pytest.mark.parametrize(
     "population, field",
