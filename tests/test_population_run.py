@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from robustness.robustkit import TINY as ROBUST_TINY
 from wandb_reader import history, offline_runs, run_config
 
 from launch.cli import main
@@ -24,24 +25,7 @@ from launch.report.data import find_runs, group_runs
 from launch.tracking import read_metrics
 
 DLFORGE = str(Path(sys.executable).parent / "dlforge")
-TINY = {  # a few seconds of CPU per member; checkpoints, evaluations and logs all fall inside
-    "kind": "dqn",
-    "env_id": "CartPole-v1",
-    "total_steps": 600,
-    "learning_starts": 100,
-    "buffer_size": 1000,
-    "batch_size": 16,
-    "train_freq": 4,
-    "target_update_interval": 100,
-    "network": {"type": "mlp", "hidden": [16]},
-    "learning_rate": 5.0e-3,
-    "eval_every": 300,
-    "eval_episodes": 2,
-    "checkpoint_every": 100,
-    "log_every": 50,
-    "torch_threads": 1,
-    "device": "cpu",
-}
+TINY = {"kind": "dqn", "device": "cpu", **ROBUST_TINY["dqn"], "learning_rate": 5.0e-3}  # a few seconds per member
 
 
 def write_config(folder: Path, **extra) -> Path:
