@@ -323,24 +323,28 @@ def sync_target(target: nn.Module, online: nn.Module, tau: float | np.ndarray) -
 class TargetSync:
     """(3) Every `target_update_interval` env steps (in vector steps, interval // num_envs, as SB3), the target
     net follows the online one, each member with its own τ (`taus`, (P,); the config's τ when None). A copy is
-    skipped when no update has changed the online net since the last copy: it would change nothing (the first one
-    after a start or resume always runs). Running members step together, so one cadence serves them all."""
+    skipped when no running member's online net changed since its own last copy (each member's update count at
+    its last sync): it would change nothing for them (the first one after a start or resume always runs). A copy
+    that one member's updates call for is a no-op for the running members whose count did not move (their target
+    already equals their online net). Running members step together, so one cadence serves them all."""
 
     def __init__(self, config, learner: Learner, taus: np.ndarray | None = None):
         self.target_net, self.q_net = learner.target_net, learner.q_net
         self.tau = np.array([config.tau]) if taus is None else np.asarray(taus, dtype=np.float64)
         self.every = max(config.target_update_interval // config.num_envs, 1)
-        self.synced_at: int | None = None  # updates (all members) at the last sync
+        self.synced_at = np.full(len(self.tau), -1)  # each member's updates at its last sync (-1: none yet)
 
-    def __call__(self, counters: Counters | list[Counters]) -> None:
+    def __call__(self, counters: Counters | list[Counters], running: np.ndarray | None = None) -> None:
+        """`counters`: every member's (a single run's own); `running` (P,): the members still training (all)."""
         counters = [counters] if isinstance(counters, Counters) else counters
-        if counters[0].vec_steps % self.every:
+        members = np.arange(len(counters)) if running is None else np.flatnonzero(running)
+        if counters[members[0]].vec_steps % self.every:
             return
-        updates = sum(c.updates for c in counters)
-        if (self.tau >= 1.0).all() and updates == self.synced_at:
+        updates = np.array([counters[k].updates for k in members])
+        if (self.tau >= 1.0).all() and (updates == self.synced_at[members]).all():
             return
         sync_target(self.target_net, self.q_net, self.tau)
-        self.synced_at = updates
+        self.synced_at[members] = updates
 
 
 # --- bookkeeping: episodes, the log / evaluate / checkpoint cadence, the summary -------------------------
@@ -497,7 +501,7 @@ def run(
         for k in np.flatnonzero(running):
             books[k].record_step(valid[k], infos[k])
         # (3) sync target (before learning, as SB3)
-        target_sync([counters[k] for k in np.flatnonzero(running)])
+        target_sync(counters, running)
         # (4) learn
         diverged = learn(config, counters, learner, replay, schedules, running)
         # (5) log, evaluate, checkpoint: every running member on the same vector step

@@ -219,3 +219,48 @@ def test_member_config_is_the_single_run_of_that_member():
     single = population.member_config(config, second)
     assert single.population is None and single.seed == 8
     assert single.learning_rate == 2e-3 and single.prioritized.beta0 == 0.5 and single.gamma == config.gamma
+
+
+class StopsAt(Recorder):
+    """A tracker whose `should_stop` asks its member to stop once it has logged a step at or past `step`."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def should_stop(self):
+        return any(row["step"] >= self.step for row in self.rows)
+
+
+def test_a_member_that_stops_early_leaves_the_others_exact():
+    # learning_starts 99: the members' update counts then sum, after member 1 stops at step 175, to what they summed
+    # to at an earlier target sync, while member 0 did update: its target must still be copied.
+    config = from_dict(
+        dqn.Config,
+        {
+            **COMMON,
+            "env_id": "CartPole-v1",
+            "total_steps": 400,
+            "learning_starts": 99,
+            "train_freq": 1,
+            "log_every": 25,
+            "eval_every": 1000,
+            "checkpoint_every": 10000,
+            "network": {"type": "mlp", "hidden": [32, 32]},
+            "batch_size": 32,
+            "population": {"seeds": [0, 1]},
+        },
+        "",
+    )
+    members = population.members(config)
+    trackers = [Recorder(), StopsAt(175)]
+    summaries = dqn.train(config, trackers)
+    assert [(s["status"], s["global_step"]) for s in summaries] == [("done", 400), ("stopped", 175)]
+    alone = Recorder()
+    dqn.train(population.member_config(config, members[0]), alone)
+    mine, theirs = curves(trackers[0]), curves(alone)
+    assert [s for s, _ in mine["losses/td_loss"]] == [s for s, _ in theirs["losses/td_loss"]]
+    np.testing.assert_allclose([v for _, v in mine["losses/td_loss"]], [v for _, v in theirs["losses/td_loss"]], 1e-5)
+    for part in ("q_net", "target_net"):
+        for key, value in alone.checkpoints[-1][2][part].items():
+            torch.testing.assert_close(trackers[0].checkpoints[-1][2][part][key], value, rtol=1e-5, atol=1e-6)
