@@ -483,6 +483,9 @@ def run(
         for m in members
     ]
     running = np.array([c.step < config.total_steps and not m.finished for m, c in zip(members, counters)])
+    for k in np.flatnonzero(~running & ~np.array([m.finished for m in members])):
+        books[k].status = "done"  # resumed at total_steps (cut off before its summary): it ends with one now
+        _finish(config, books[k])
     obs, _ = env.reset([m.config.seed + c.step for m, c in zip(members, counters)])  # a resume starts new episodes
     ended = np.zeros((size, env.num_envs), dtype=bool)  # NEXT_STEP autoreset: an env's step after its end only resets
     while running.any():
