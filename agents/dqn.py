@@ -150,7 +150,7 @@ def build_q_network(config: Config, env: gym.vector.VectorEnv) -> QNetwork:
 def make_replay(config: Config, env, device: torch.device, members: list[MemberRun] | None = None):
     """Every member's replay, member axis first: a ReplayBuffer of P rings (each member's gamma, α and streams), or,
     for compact_replay (a single run only), a FrameReplay behind `PerMember`. No `members`: a single run's, drawing
-    from the global streams."""
+    from the global streams (uniform only: prioritized draws need the members' NumPy streams)."""
     space = env.single_observation_space
     if config.compact_replay:
         if space.dtype != np.uint8 or len(space.shape) != 3:

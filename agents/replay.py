@@ -160,9 +160,12 @@ class ReplayBuffer:
         rngs: Sequence[np.random.Generator] | None = None,
     ):
         self.capacity, self.device, self.members = capacity, torch.device(device), members
-        # each member's streams: torch's for uniform draws (None: the global one), NumPy's for prioritized ones
+        # each member's streams: torch's for uniform draws (None: the global one), NumPy's for prioritized ones (no
+        # default: a fixed one would draw the same batches whatever the run's seed)
+        if prioritized and (rngs is None or len(rngs) != members):
+            raise ValueError(f"prioritized replay needs one NumPy generator per member in rngs ({members})")
         self.generators = list(generators) if generators is not None else [None] * members
-        self.rngs = list(rngs) if rngs is not None else [np.random.default_rng(0) for _ in range(members)]
+        self.rngs = list(rngs) if rngs is not None else []
         gammas = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (members,))
         self.alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (members,)).copy()
         self.obs = np.zeros((members, capacity, *obs_shape), dtype=obs_dtype)
