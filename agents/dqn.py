@@ -296,6 +296,10 @@ def act(
     draws from its own stream (as its single run: whether to explore, then the random actions); one forward pass for
     every member, skipped when every env explores."""
     size, num_envs = obs.shape[:2]
+    if size == 1 and stepping[0]:  # a single run: its draws, with the member axis put on
+        explore = rngs[0].random(num_envs) < epsilons[0]
+        random_actions = rngs[0].integers(n_actions, size=num_envs)
+        return (random_actions if explore.all() else np.where(explore, random_actions, policy(obs)[0]))[None]
     explore = np.ones((size, num_envs), dtype=bool)
     random_actions = np.zeros((size, num_envs), dtype=np.int64)
     for k in np.flatnonzero(stepping):
