@@ -150,7 +150,7 @@ def build_q_network(config: Config, env: gym.vector.VectorEnv) -> QNetwork:
 def make_replay(config: Config, env, device: torch.device, members: list[MemberRun] | None = None):
     """Every member's replay, member axis first: a ReplayBuffer of P rings (each member's gamma, α and streams), or,
     for compact_replay (a single run only), a FrameReplay behind `PerMember`. No `members`: a single run's, drawing
-    from the global streams."""
+    from the global streams (uniform only: prioritized draws need the members' NumPy streams)."""
     space = env.single_observation_space
     if config.compact_replay:
         if space.dtype != np.uint8 or len(space.shape) != 3:
@@ -296,6 +296,10 @@ def act(
     draws from its own stream (as its single run: whether to explore, then the random actions); one forward pass for
     every member, skipped when every env explores."""
     size, num_envs = obs.shape[:2]
+    if size == 1 and stepping[0]:  # a single run: its draws, with the member axis put on
+        explore = rngs[0].random(num_envs) < epsilons[0]
+        random_actions = rngs[0].integers(n_actions, size=num_envs)
+        return (random_actions if explore.all() else np.where(explore, random_actions, policy(obs)[0]))[None]
     explore = np.ones((size, num_envs), dtype=bool)
     random_actions = np.zeros((size, num_envs), dtype=np.int64)
     for k in np.flatnonzero(stepping):

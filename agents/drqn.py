@@ -191,7 +191,7 @@ def sequence_q_and_targets(
 
 def sequence_loss(q_taken: torch.Tensor, targets: torch.Tensor, batch: SequenceBatch, kind: str) -> torch.Tensor:
     """(4) dqn's TD loss over the steps the mask keeps, each weighted by its window's importance weight: (P,), each
-    member's mean over its kept steps."""
+    member's mean over its kept steps (0 for a member whose batch keeps none: losses.td_loss)."""
     weights = None if batch.weights is None else batch.weights[..., None].expand_as(q_taken).flatten(1)
     return losses.td_loss(q_taken.flatten(1), targets.flatten(1), kind, weights, mask=batch.mask.flatten(1))
 

@@ -47,7 +47,8 @@ def td_loss(
     (B,) inputs a scalar; for a population's (P, B) one mean per member, (P,).
 
     `weights` (B,) are prioritized replay's importance weights; the mean is then Σ w_i l_i / B. `mask` (0/1) keeps
-    only some steps: the mean is then over the kept ones (Σ m_i w_i l_i / Σ m_i).
+    only some steps: the mean is then over the kept ones (Σ m_i w_i l_i / Σ m_i), and a row that keeps none has
+    loss 0 (and no gradient) rather than the NaN of an empty mean, which nan_policy would take for a divergence.
     """
     if kind == "huber":
         elementwise = F.smooth_l1_loss(q_taken, targets, reduction="none")

@@ -197,16 +197,27 @@ class MemberAdam:
 
     @torch.no_grad()
     def load_member_state_dict(self, k: int, state: dict) -> None:
-        """Undo `member_state_dict`; CheckpointError when the state does not fit."""
+        """Undo `member_state_dict`; CheckpointError when the state does not fit (one entry per parameter, each
+        moment of member k's shape: `copy_` would broadcast a smaller one). The learning rate stays the config's, as
+        a single run's resume keeps its optimizer's (`io.load_optimizer_state`)."""
         try:
             entries = state["state"]
             if not entries:
                 return
+            if len(entries) != len(self.params):
+                raise CheckpointError(
+                    f"optimizer: checkpoint holds {len(entries)} parameters' state, not {len(self.params)}"
+                )
             steps = {float(entries[i]["step"]) for i in range(len(self.params))}
             for i, (exp_avg, exp_avg_sq) in enumerate(zip(self.exp_avg, self.exp_avg_sq)):
-                exp_avg[k].copy_(entries[i]["exp_avg"])
-                exp_avg_sq[k].copy_(entries[i]["exp_avg_sq"])
-        except (KeyError, TypeError, RuntimeError, IndexError) as e:
+                for name, moment in (("exp_avg", exp_avg[k]), ("exp_avg_sq", exp_avg_sq[k])):
+                    if tuple(entries[i][name].shape) != tuple(moment.shape):
+                        raise CheckpointError(
+                            f"optimizer: state[{i}].{name} has shape {tuple(entries[i][name].shape)}, "
+                            f"this network's is {tuple(moment.shape)}"
+                        )
+                    moment.copy_(entries[i][name])
+        except (KeyError, TypeError, RuntimeError, IndexError, AttributeError) as e:
             raise CheckpointError(f"optimizer: checkpoint state does not fit this optimizer ({e})") from None
         if len(steps) != 1:
             raise CheckpointError(f"optimizer: parameters hold different step counts {sorted(steps)}")

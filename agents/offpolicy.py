@@ -62,7 +62,7 @@ from envs.members import MemberEnvs
 from networks import io
 from networks.errors import CheckpointError, TrainingDiverged
 from networks.interfaces import Tracker
-from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
+from networks.runtime import resolve_device
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training ones
 MAX_EVAL_ENVS = 32
@@ -96,16 +96,6 @@ class Learner(Protocol):
 
 
 # --- setup ------------------------------------------------------------------------------------------------
-
-
-def setup(config) -> tuple[torch.device, np.random.Generator]:
-    """What every trainer does first: validate (bad input fails before any slow work), torch threads, device,
-    seeds. Returns the device and the NumPy generator for the trainer's own sampling."""
-    config.validate()
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    device = resolve_device(config.device)
-    return device, seed_everything(config.seed)
 
 
 def make_env(config, num_envs: int, seed: int, **kwargs) -> gym.vector.VectorEnv:
@@ -160,11 +150,6 @@ def set_learning_rates(optimizer: torch.optim.Optimizer | MemberAdam, rates: np.
 # --- learning ---------------------------------------------------------------------------------------------
 
 
-def finite(loss: torch.Tensor, q_mean: torch.Tensor) -> bool:
-    """Whether an update's loss and mean Q are finite (one host sync)."""
-    return bool(torch.isfinite(loss) & torch.isfinite(q_mean))
-
-
 def gradient_step(
     optimizer: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor, max_grad_norm: float
 ) -> None:
@@ -215,15 +200,6 @@ class LossMeter:
         self.q_sum = torch.zeros(members, device=device)
         self.counts = torch.zeros(members, dtype=torch.int64, device=device)  # updates per member since the last read
 
-    @property
-    def updates(self) -> int:
-        """Updates since the last read, all members together (one host sync)."""
-        return int(self.counts.sum())
-
-    @updates.setter
-    def updates(self, value: int) -> None:  # a single run's compiled update counts its own (one member)
-        self.counts.fill_(value)
-
     def add(self, loss: torch.Tensor, q_mean: torch.Tensor, changed: np.ndarray | None = None) -> None:
         """One update's loss and mean Q per member (P,), for the members in `changed` ((P,) bool; all when None)."""
         if changed is None:
@@ -235,9 +211,6 @@ class LossMeter:
             self.loss_sum += torch.where(mask, loss.detach(), 0.0)
             self.q_sum += torch.where(mask, q_mean.detach(), 0.0)
             self.counts += mask
-
-    def finite(self) -> bool:
-        return bool(self.finite_members().all())
 
     def finite_members(self) -> np.ndarray:
         """(P,) whether each member's losses and Q-values since the last read are finite (one host sync)."""
@@ -260,12 +233,6 @@ def diverged_message(counters: Counters) -> str:
         f"non-finite TD loss or Q-value by update {counters.updates} (env step {counters.step}); stopped, "
         "the last checkpoint is the last good one. Lower learning_rate, check the rewards, or set nan_policy: skip"
     )
-
-
-def check_finite(meter: LossMeter, counters: Counters, nan_policy: str) -> None:
-    """nan_policy stop: raise on a non-finite loss or Q since the last log; the last checkpoint is kept."""
-    if nan_policy == "stop" and not meter.finite():
-        raise TrainingDiverged(diverged_message(counters))
 
 
 def learn(
@@ -323,24 +290,28 @@ def sync_target(target: nn.Module, online: nn.Module, tau: float | np.ndarray) -
 class TargetSync:
     """(3) Every `target_update_interval` env steps (in vector steps, interval // num_envs, as SB3), the target
     net follows the online one, each member with its own τ (`taus`, (P,); the config's τ when None). A copy is
-    skipped when no update has changed the online net since the last copy: it would change nothing (the first one
-    after a start or resume always runs). Running members step together, so one cadence serves them all."""
+    skipped when no running member's online net changed since its own last copy (each member's update count at
+    its last sync): it would change nothing for them (the first one after a start or resume always runs). A copy
+    that one member's updates call for is a no-op for the running members whose count did not move (their target
+    already equals their online net). Running members step together, so one cadence serves them all."""
 
     def __init__(self, config, learner: Learner, taus: np.ndarray | None = None):
         self.target_net, self.q_net = learner.target_net, learner.q_net
         self.tau = np.array([config.tau]) if taus is None else np.asarray(taus, dtype=np.float64)
         self.every = max(config.target_update_interval // config.num_envs, 1)
-        self.synced_at: int | None = None  # updates (all members) at the last sync
+        self.synced_at = np.full(len(self.tau), -1)  # each member's updates at its last sync (-1: none yet)
 
-    def __call__(self, counters: Counters | list[Counters]) -> None:
+    def __call__(self, counters: Counters | list[Counters], running: np.ndarray | None = None) -> None:
+        """`counters`: every member's (a single run's own); `running` (P,): the members still training (all)."""
         counters = [counters] if isinstance(counters, Counters) else counters
-        if counters[0].vec_steps % self.every:
+        members = np.arange(len(counters)) if running is None else np.flatnonzero(running)
+        if counters[members[0]].vec_steps % self.every:
             return
-        updates = sum(c.updates for c in counters)
-        if (self.tau >= 1.0).all() and updates == self.synced_at:
+        updates = np.array([counters[k].updates for k in members])
+        if (self.tau >= 1.0).all() and (updates == self.synced_at[members]).all():
             return
         sync_target(self.target_net, self.q_net, self.tau)
-        self.synced_at = updates
+        self.synced_at[members] = updates
 
 
 # --- bookkeeping: episodes, the log / evaluate / checkpoint cadence, the summary -------------------------
@@ -479,6 +450,9 @@ def run(
         for m in members
     ]
     running = np.array([c.step < config.total_steps and not m.finished for m, c in zip(members, counters)])
+    for k in np.flatnonzero(~running & ~np.array([m.finished for m in members])):
+        books[k].status = "done"  # resumed at total_steps (cut off before its summary): it ends with one now
+        _finish(config, books[k])
     obs, _ = env.reset([m.config.seed + c.step for m, c in zip(members, counters)])  # a resume starts new episodes
     ended = np.zeros((size, env.num_envs), dtype=bool)  # NEXT_STEP autoreset: an env's step after its end only resets
     while running.any():
@@ -497,7 +471,7 @@ def run(
         for k in np.flatnonzero(running):
             books[k].record_step(valid[k], infos[k])
         # (3) sync target (before learning, as SB3)
-        target_sync([counters[k] for k in np.flatnonzero(running)])
+        target_sync(counters, running)
         # (4) learn
         diverged = learn(config, counters, learner, replay, schedules, running)
         # (5) log, evaluate, checkpoint: every running member on the same vector step
@@ -572,41 +546,9 @@ def _diverged(config, book: Bookkeeping, member: MemberRun) -> None:
 # --- checkpoints ------------------------------------------------------------------------------------------
 
 
-def snapshot(learner: Learner, counters: Counters, rng: np.random.Generator, replay: Replay | None = None) -> dict:
-    """Everything a resume needs: networks, optimizer, counters, RNG states, and the replay when asked."""
-    tree = {
-        "q_net": learner.q_net.state_dict(),
-        "target_net": learner.target_net.state_dict(),
-        "optimizer": learner.optimizer.state_dict(),
-        "counters": asdict(counters),
-        "rng": rng_state(rng),
-    }
-    if replay is not None:
-        tree["replay"] = replay.state_dict()
-    return tree
-
-
-def restore(tree: dict, learner: Learner, replay: Replay, rng: np.random.Generator, kind: str) -> Counters:
-    """Undo `snapshot` in place; returns the counters. CheckpointError when the tree does not fit."""
-    missing = [key for key in ("q_net", "target_net", "optimizer", "counters", "rng") if key not in tree]
-    if missing:
-        raise CheckpointError(f"checkpoint lacks {missing} (is it a {kind} run?)")
-    io.load_module_state(learner.q_net, tree["q_net"], "q_net")
-    io.load_module_state(learner.target_net, tree["target_net"], "target_net")
-    io.load_optimizer_state(learner.optimizer, tree["optimizer"])
-    try:
-        counters = Counters(**tree["counters"])
-    except TypeError as e:
-        raise CheckpointError(f"counters: {e}") from None
-    restore_rng_state(tree["rng"], rng)
-    if "replay" in tree:
-        replay.load_state_dict(tree["replay"])
-    return counters
-
-
 def snapshot_member(learner: Learner, member: MemberRun, counters: Counters, replay: Replay | None = None) -> dict:
-    """Member k's checkpoint tree in its single run's layout (`snapshot`'s): its network, target network and
-    optimizer state, its counters and random streams, and its replay when asked."""
+    """Member k's checkpoint tree in its single run's layout (a single run's is member 0's): its network, target
+    network and optimizer state, its counters and random streams, and its replay when asked."""
     k = member.index
     optimizer = learner.optimizer
     tree = {

@@ -160,9 +160,12 @@ class ReplayBuffer:
         rngs: Sequence[np.random.Generator] | None = None,
     ):
         self.capacity, self.device, self.members = capacity, torch.device(device), members
-        # each member's streams: torch's for uniform draws (None: the global one), NumPy's for prioritized ones
+        # each member's streams: torch's for uniform draws (None: the global one), NumPy's for prioritized ones (no
+        # default: a fixed one would draw the same batches whatever the run's seed)
+        if prioritized and (rngs is None or len(rngs) != members):
+            raise ValueError(f"prioritized replay needs one NumPy generator per member in rngs ({members})")
         self.generators = list(generators) if generators is not None else [None] * members
-        self.rngs = list(rngs) if rngs is not None else [np.random.default_rng(0) for _ in range(members)]
+        self.rngs = list(rngs) if rngs is not None else []
         gammas = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (members,))
         self.alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (members,)).copy()
         self.obs = np.zeros((members, capacity, *obs_shape), dtype=obs_dtype)
@@ -195,13 +198,14 @@ class ReplayBuffer:
         """One vector-env step of every member; arrays are (P, num_envs, ...). Rows where `valid` is False are
         skipped."""
         if self.folders is None:  # one-step: every valid row is a finished transition with discount γ
-            if valid.all():
-                rows = (obs, actions, rewards, next_obs, terminated, self.one_step_discounts)
+            rows = (obs, actions, rewards, next_obs, terminated, self.one_step_discounts)
+            if valid.all() and self.members == 1:  # a single run: its own rows, no member index
+                self._write_alone(*(x[0] for x in rows))
+            elif valid.all():
                 self._write(
                     np.repeat(np.arange(self.members), valid.shape[1]), *(x.reshape(-1, *x.shape[2:]) for x in rows)
                 )
             elif valid.any():
-                rows = (obs, actions, rewards, next_obs, terminated, self.one_step_discounts)
                 self._write(np.nonzero(valid)[0], *(x[valid] for x in rows))
             return
         members, rows = [], []
@@ -223,6 +227,9 @@ class ReplayBuffer:
 
     def _write(self, members: np.ndarray, obs, actions, rewards, next_obs, terminated, discounts) -> None:
         """Rows grouped by member (`members`: each row's member, in order), each member's at its own position."""
+        if self.members == 1:  # a single run: a contiguous slice where the rows fit before the end, no index arrays
+            self._write_alone(obs, actions, rewards, next_obs, terminated, discounts)
+            return
         counts = np.bincount(members, minlength=self.members)
         rank = np.arange(len(members)) - (np.cumsum(counts) - counts)[members]  # place within its member's rows
         slots = (self.pos[members] + rank) % self.capacity
@@ -239,12 +246,31 @@ class ReplayBuffer:
         self.pos = (self.pos + counts) % self.capacity
         self.sizes = np.minimum(self.sizes + counts, self.capacity)
 
+    def _write_alone(self, obs, actions, rewards, next_obs, terminated, discounts) -> None:
+        """`_write` for one member: the same rows at the same slots, written as a slice when they do not wrap."""
+        n, pos = len(actions), int(self.pos[0])
+        slots = slice(pos, pos + n) if pos + n <= self.capacity else (pos + np.arange(n)) % self.capacity
+        self.obs[0, slots] = obs
+        self.actions[0, slots] = actions
+        self.rewards[0, slots] = rewards
+        self.next_obs[0, slots] = next_obs
+        self.terminated[0, slots] = terminated
+        self.discounts[0, slots] = discounts
+        if self.trees is not None:
+            slot_ids = np.arange(pos, pos + n) if isinstance(slots, slice) else slots
+            self.trees[0].update(slot_ids, np.full(n, self.max_priority[0] ** self.alphas[0]))
+        self.pos[0] = (pos + n) % self.capacity
+        self.sizes[0] = min(int(self.sizes[0]) + n, self.capacity)
+
     # --- sampling ------------------------------------------------------------------------------
 
     def sample(self, batch_size: int, num_batches: np.ndarray) -> Batch:
         """Uniform: `num_batches[k]` batches for member k, drawn from its own torch generator, all gathered at once as
         (P, G, B, ...) with G = max(num_batches); a member drawing fewer (or none) gets slot 0 in the rest."""
         most = int(num_batches.max())
+        if self.members == 1 and most:  # a single run: its draws, with the member axis put on
+            shape = (most, batch_size)
+            return self._gather(torch.randint(0, int(self.sizes[0]), shape, generator=self.generators[0])[None], None)
         indices = torch.zeros((self.members, most, batch_size), dtype=torch.int64)
         for member in np.flatnonzero(num_batches):
             shape = (int(num_batches[member]), batch_size)
@@ -281,8 +307,10 @@ class ReplayBuffer:
 
     def _gather(self, indices: torch.Tensor, weights: torch.Tensor | None) -> Batch:
         """`indices` (P, ...) slots of each member -> the rows, as (P, ...) tensors on the learner's device."""
-        offsets = (torch.arange(self.members) * self.capacity).view(-1, *([1] * (indices.dim() - 1)))
-        flat = indices + offsets
+        if self.members == 1:  # member 0's slots are the flat ones
+            flat = indices
+        else:
+            flat = indices + (torch.arange(self.members) * self.capacity).view(-1, *([1] * (indices.dim() - 1)))
         columns = {name: view[flat].to(self.device, non_blocking=True) for name, view in self.views.items()}
         if weights is not None:
             weights = weights.to(self.device, non_blocking=True)

@@ -72,6 +72,9 @@ class Members(nn.Module):
 
     def forward(self, *args: Any) -> Any:
         if self.size == 1:
+            if len(args) == 1 and isinstance(args[0], torch.Tensor):  # the common call: one tensor in, one out
+                out = self.net(args[0][0])
+                return out.unsqueeze(0) if isinstance(out, torch.Tensor) else _map(lambda t: t.unsqueeze(0), out)
             return _map(lambda t: t.unsqueeze(0), self.net(*_map(lambda t: t[0], args)))
         return self.net(*args)
 

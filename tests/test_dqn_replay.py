@@ -172,13 +172,21 @@ def test_prioritized_sampling_follows_priorities_and_weights():
     assert buffer.trees[0].leaves[0] == 4.0
 
 
+def test_prioritized_replay_needs_each_members_stream():
+    # a fixed default stream would draw the same batches whatever the run's seed
+    with pytest.raises(ValueError, match="rngs"):
+        one_env_buffer(prioritized=True)
+    with pytest.raises(ValueError, match="rngs"):
+        ReplayBuffer(8, (1,), np.float32, 1, gamma=0.9, prioritized=True, members=2, rngs=[np.random.default_rng(0)])
+
+
 def test_replay_state_round_trips_through_a_checkpoint(tmp_path):
-    buffer = one_env_buffer(n_step=2, capacity=8, prioritized=True)
+    buffer = one_env_buffer(n_step=2, capacity=8, prioritized=True, rngs=[np.random.default_rng(0)])
     feed(buffer, EPISODE)
     buffer.update_priorities(torch.tensor([[0, 2]]), torch.tensor([[0.5, 3.0]]), np.array([True]))
     io.save(tmp_path / "replay", {"replay": buffer.state_dict()})
     tree, _ = io.load(tmp_path / "replay")
-    restored = one_env_buffer(n_step=2, capacity=8, prioritized=True)
+    restored = one_env_buffer(n_step=2, capacity=8, prioritized=True, rngs=[np.random.default_rng(0)])
     restored.load_state_dict(tree["replay"])
     np.testing.assert_array_equal(rows(restored), rows(buffer))
     assert restored.pos[0] == buffer.pos[0]

@@ -14,6 +14,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from agents import dqn, drqn, population
 from networks.errors import ConfigError
@@ -219,3 +220,143 @@ def test_member_config_is_the_single_run_of_that_member():
     single = population.member_config(config, second)
     assert single.population is None and single.seed == 8
     assert single.learning_rate == 2e-3 and single.prioritized.beta0 == 0.5 and single.gamma == config.gamma
+
+
+class StopsAt(Recorder):
+    """A tracker whose `should_stop` asks its member to stop once it has logged a step at or past `step`."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def should_stop(self):
+        return any(row["step"] >= self.step for row in self.rows)
+
+
+def test_a_member_that_stops_early_leaves_the_others_exact():
+    # learning_starts 99: the members' update counts then sum, after member 1 stops at step 175, to what they summed
+    # to at an earlier target sync, while member 0 did update: its target must still be copied.
+    config = from_dict(
+        dqn.Config,
+        {
+            **COMMON,
+            "env_id": "CartPole-v1",
+            "total_steps": 400,
+            "learning_starts": 99,
+            "train_freq": 1,
+            "log_every": 25,
+            "eval_every": 1000,
+            "checkpoint_every": 10000,
+            "network": {"type": "mlp", "hidden": [32, 32]},
+            "batch_size": 32,
+            "population": {"seeds": [0, 1]},
+        },
+        "",
+    )
+    members = population.members(config)
+    trackers = [Recorder(), StopsAt(175)]
+    summaries = dqn.train(config, trackers)
+    assert [(s["status"], s["global_step"]) for s in summaries] == [("done", 400), ("stopped", 175)]
+    alone = Recorder()
+    dqn.train(population.member_config(config, members[0]), alone)
+    mine, theirs = curves(trackers[0]), curves(alone)
+    assert [s for s, _ in mine["losses/td_loss"]] == [s for s, _ in theirs["losses/td_loss"]]
+    np.testing.assert_allclose([v for _, v in mine["losses/td_loss"]], [v for _, v in theirs["losses/td_loss"]], 1e-5)
+    for part in ("q_net", "target_net"):
+        for key, value in alone.checkpoints[-1][2][part].items():
+            torch.testing.assert_close(trackers[0].checkpoints[-1][2][part][key], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"network": {"type": "mlp", "hidden": [8], "dropout": 0.1}}, "network.dropout"),
+        ({"network": {"type": "mlp", "hidden": [8], "norm": "batch"}}, "network.norm"),
+        ({"network": {"type": "resnet", "blocks": [1], "widths": [8]}}, "network.type"),
+        ({"network": {"init_from": "runs/ae/checkpoints/latest", "part": "encoder"}}, "network.init_from"),
+        ({"compact_replay": True}, "compact_replay"),
+    ],
+    ids=["dropout", "batch-norm", "resnet", "init-from", "compact-replay"],
+)
+def test_what_a_population_refuses_is_one_line_exit_2(tmp_path, capsys, extra, field):
+    from launch.cli import main
+
+    base = {"env_id": "CartPole-v1", "network": {"type": "mlp", "hidden": [8]}, "population": {"size": 2}}
+    with pytest.raises(ConfigError) as error:
+        from_dict(dqn.Config, {**base, **extra}, "")
+    assert error.value.field == field and "population" in str(error.value) and "\n" not in str(error.value)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"kind": "dqn", **base, **extra}))
+    assert main(["train", str(path), "--out", str(tmp_path / "runs"), "--name", "bad"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}"), lines
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+SKIP = {  # member 1's learning rate makes its first update non-finite; under nan_policy: skip only it skips
+    **COMMON,
+    "env_id": "CartPole-v1",
+    "total_steps": 400,
+    "train_freq": 1,
+    "log_every": 50,
+    "eval_every": 1000,
+    "checkpoint_every": 10000,
+    "network": {"type": "mlp", "hidden": [32, 32]},
+    "batch_size": 32,
+    "nan_policy": "skip",
+    "prioritized": {"enabled": True},
+    "population": {"seeds": [0, 1], "learning_rate": [3e-3, 1e30]},
+}
+
+
+def test_nan_policy_skip_skips_per_member_and_leaves_the_others_exact():
+    config = from_dict(dqn.Config, SKIP, "")
+    members = population.members(config)
+    trackers = [Recorder(), Recorder()]
+    summaries = dqn.train(config, trackers)
+    assert [s["status"] for s in summaries] == ["done", "done"]
+    skipped = [[r["losses/skipped_updates"] for r in t.rows if "losses/skipped_updates" in r][-1] for t in trackers]
+    assert skipped[0] == 0 and skipped[1] > 100, skipped
+    alone = Recorder()
+    dqn.train(population.member_config(config, members[0]), alone)
+    mine, theirs = curves(trackers[0]), curves(alone)
+    assert [s for s, _ in mine["losses/td_loss"]] == [s for s, _ in theirs["losses/td_loss"]]
+    np.testing.assert_allclose([v for _, v in mine["losses/td_loss"]], [v for _, v in theirs["losses/td_loss"]], 1e-5)
+    assert trackers[0].checkpoints[-1][2]["counters"] == alone.checkpoints[-1][2]["counters"]
+
+
+def test_gradient_steps_minus_one_keeps_members_exact_at_different_update_counts():
+    # two envs per member: a member whose episodes end more often stores fewer transitions per vector step, so
+    # gradient_steps -1 (one update per new transition) gives the members different update counts
+    config = from_dict(
+        dqn.Config,
+        {
+            **COMMON,
+            "env_id": "CartPole-v1",
+            "num_envs": 2,
+            "total_steps": 500,
+            "train_freq": 4,
+            "gradient_steps": -1,
+            "eval_every": 1000,
+            "checkpoint_every": 10000,
+            "network": {"type": "mlp", "hidden": [32]},
+            "batch_size": 16,
+            "population": {"seeds": [0, 1], "learning_rate": [3e-3, 1e-3]},
+        },
+        "",
+    )
+    members = population.members(config)
+    trackers = [Recorder(), Recorder()]
+    dqn.train(config, trackers)
+    counts = [t.checkpoints[-1][2]["counters"]["updates"] for t in trackers]
+    for member, together in zip(members, trackers):
+        alone = Recorder()
+        dqn.train(population.member_config(config, member), alone)
+        assert together.checkpoints[-1][2]["counters"] == alone.checkpoints[-1][2]["counters"]
+        mine, theirs = curves(together), curves(alone)
+        np.testing.assert_allclose(
+            [v for _, v in mine["losses/td_loss"]], [v for _, v in theirs["losses/td_loss"]], rtol=1e-5
+        )
+        for key, value in alone.checkpoints[-1][2]["q_net"].items():
+            torch.testing.assert_close(together.checkpoints[-1][2]["q_net"][key], value, rtol=1e-5, atol=1e-6)
+    assert counts[0] != counts[1], counts
