@@ -8,9 +8,10 @@ results (launch/sweep_results.py):
         sweep.yaml          the resolved sweep: settings + the base config every trial starts from
         trials/<name>-000/  one run folder per trial (config.yaml, metrics.jsonl, checkpoints/, wandb/, trial.json)
         tune/               Ray Tune's experiment state (what --resume restores)
-        results.csv/.json   config, metric, status and run folder per trial
-        best.json           the best trial, its metric, config and best checkpoint
-        best_config.yaml    that trial's full config: `dlforge train best_config.yaml` reruns it
+        results.csv/.json   config, metric, status and run folder per trial, its point's aggregate beside it
+        best.json           the best point (the sampled values without the seed) by its mean over seeds:
+                            every seed's value, run folder and checkpoint, and the aggregate (IQM from 4 seeds)
+        best_config.yaml    that point's full config without a seed: `dlforge train best_config.yaml seed=N`
 
 A driver that is interrupted (Ctrl+C) or killed (kill -9) is continued by `dlforge sweep SWEEP.yaml --resume`:
 finished trials are kept as they are, the others continue from their run folders' newest checkpoints.

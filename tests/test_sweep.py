@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from wandb_reader import history, offline_runs, records
 
 from launch.registry import TRAINERS
@@ -73,10 +74,18 @@ def test_embedded_sweep_of_four_classifier_trials(cluster, tmp_path):
     results = json.loads((sweep_dir / "results.json").read_text())
     assert len(results["trials"]) == 4 and all(0 <= t["eval/accuracy"] <= 1 for t in results["trials"])
     assert (sweep_dir / "results.csv").read_text().count("\n") == 5
+    # The best point is the learning rate with the best mean over its two seeds.
+    means = {}
+    for t in results["trials"]:
+        means.setdefault(t["params"]["lr"], []).append(t["eval/accuracy"])
+    best_lr = max(means, key=lambda lr: sum(means[lr]))
     best = json.loads((sweep_dir / "best.json").read_text())
-    assert best["value"] == max(t["eval/accuracy"] for t in results["trials"])
+    assert best["params"] == {"lr": best_lr} and best["value"] == pytest.approx(sum(means[best_lr]) / 2)
+    assert sorted(s["seed"] for s in best["seeds"]) == [0, 1] and best["aggregate"]["n"] == 2
     assert Path(best["checkpoint"]).exists() and Path(best["checkpoint"]).with_suffix(".json").exists()
-    assert "lr:" in (sweep_dir / "best_config.yaml").read_text()
+    best_config = yaml.safe_load((sweep_dir / "best_config.yaml").read_text())
+    assert best_config["lr"] == best_lr and "seed" not in best_config
+    assert len(results["points"]) == 2 and "point_mean" in (sweep_dir / "results.csv").read_text()
 
     for row in outcome.rows:
         run_dir = Path(row["run_dir"])
