@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from launch.sweep_config import SweepPlan
+from launch.sweep_config import MEMBERS_DIR, SweepPlan
 from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE
 from launch.text import short
-from launch.tracking import checkpoint_stems
+from launch.tracking import checkpoint_stems, read_metrics
 from networks import io
 
 SCORED = ("done", "stopped")  # statuses whose metric counts: ran to the end, or stopped early by the scheduler
@@ -41,11 +41,13 @@ class SweepOutcome:
 
 
 def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
-    """Write results.csv/.json, best.json and best_config.yaml from Tune's ResultGrid."""
+    """Write results.csv/.json, best.json and best_config.yaml from Tune's ResultGrid. A packed trial gives one
+    row per member, as if each had been its own trial: `<trial>/<member>`, its own run folder and value."""
     metric = plan.settings.metric
     rows = []
-    finished = 0
+    finished = trials = 0
     for result in grid:
+        trials += 1
         metrics = result.metrics or {}
         label = Path(result.path).name  # trial_dirname_creator: trial_label()
         marker = plan.trials_dir / label / TRIAL_FILE
@@ -58,23 +60,44 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
         else:  # Ray ended the process before the trial wrote its record (it does so to a stopped trial)
             status = "done" if (metrics.get("step") or 0) >= plan.total_steps else "stopped"
         finished += status != "unfinished"
-        rows.append(
-            {
-                "trial": label,
-                "status": status,
-                metric: _finite(metrics.get(metric)),
-                "step": metrics.get("step"),
-                "params": plan.point(result.config or {}),
-                "run_dir": str(plan.trials_dir / label),
-                "error": _error_line(result.error) if result.error is not None else None,
-                "config_error": metrics.get(CONFIG_ERROR),
-            }
-        )
+        row = {
+            "trial": label,
+            "status": status,
+            metric: _finite(metrics.get(metric)),
+            "step": metrics.get("step"),
+            "params": {},
+            "run_dir": str(plan.trials_dir / label),
+            "error": _error_line(result.error) if result.error is not None else None,
+            "config_error": metrics.get(CONFIG_ERROR),
+        }
+        for member, params in plan.members(result.config or {}):
+            if member is None:
+                rows.append({**row, "params": params})
+                continue
+            member_dir = plan.trials_dir / label / MEMBERS_DIR / member
+            value, step = member_result(member_dir, metric)
+            rows.append(
+                {**row, "trial": f"{label}/{member}", metric: value, "step": step, "params": params}
+                | {"run_dir": str(member_dir)}
+            )
     rows.sort(key=lambda r: r["trial"])
     points = rank_points(rows, plan)
     best = write_best(plan, points[0]) if points and points[0]["mean"] is not None else None
     write_tables(plan, rows, points)
-    return SweepOutcome(plan=plan, rows=rows, best=best, interrupted=finished < len(rows), points=points)
+    return SweepOutcome(plan=plan, rows=rows, best=best, interrupted=finished < trials, points=points)
+
+
+def member_result(run_dir: Path, metric: str) -> tuple[float | None, int | None]:
+    """A member's last value of `metric` (its summary's, else the last one logged) and its last logged step."""
+    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    steps = [record["step"] for record in records if isinstance(record.get("step"), int)]
+    values = [record[metric] for record in records if metric in record]
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    value = summary.get(metric, values[-1] if values else None)
+    return _finite(value), max(steps, default=None)
 
 
 def rank_points(rows: list[dict], plan: SweepPlan) -> list[dict]:
@@ -95,7 +118,13 @@ def rank_points(rows: list[dict], plan: SweepPlan) -> list[dict]:
     points = []
     for point in grouped.values():
         seeds = [
-            {"seed": row["params"].get("seed"), "value": row[metric], "status": row["status"], "trial": row["trial"]}
+            {
+                "seed": row["params"].get("seed"),
+                "value": row[metric],
+                "status": row["status"],
+                "trial": row["trial"],
+                "run_dir": row["run_dir"],
+            }
             for row in point.pop("rows")
         ]
         values = [s["value"] for s in seeds if s["value"] is not None and s["status"] in SCORED]
@@ -134,8 +163,7 @@ def write_best(plan: SweepPlan, point: dict) -> dict:
     metric = plan.settings.metric
     seeds = []
     for seed in point["seeds"]:
-        run_dir = plan.trials_dir / seed["trial"]
-        seeds.append({**seed, "run_dir": str(run_dir), "checkpoint": _checkpoint(run_dir)})
+        seeds.append({**seed, "checkpoint": _checkpoint(Path(seed["run_dir"]))})
     scored = [s for s in seeds if s["value"] is not None and s["status"] in SCORED]
     top = (max if plan.settings.mode == "max" else min)(scored, key=lambda s: s["value"])
     best = {
