@@ -106,7 +106,7 @@ def run_sweep(
                 started_ray = False
             outcome = collect_results(plan, grid)
             for row in outcome.rows:  # a stopped trial's process is ended while it closes its W&B run
-                if row["status"] in ("done", "stopped"):
+                if row["status"] in ("done", "solved", "stopped", "diverged"):
                     finish_cut_off_wandb(Path(row["run_dir"]))
         errors = [row for row in outcome.rows if row.get("config_error")]
         if errors:

@@ -22,12 +22,15 @@ import numpy as np
 import yaml
 
 from launch.sweep_config import MEMBERS_DIR, SweepPlan
-from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE
+from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE, member_result
 from launch.text import short
-from launch.tracking import checkpoint_stems, read_metrics
+from launch.tracking import checkpoint_stems
 from networks import io
 
-SCORED = ("done", "stopped")  # statuses whose metric counts: ran to the end, or stopped early by the scheduler
+# Statuses whose metric counts: ran to the end (or solved: stop_at_return), or stopped early by the scheduler. A
+# member that diverged is listed but not scored: its point misses that seed and ranks after complete points.
+SCORED = ("done", "solved", "stopped")
+POPULATION_FILE = "population.json"  # in a packed trial's run folder (launch/population.py)
 IQM_MIN_SEEDS = 4  # the IQM (a 25% trimmed mean) differs from the mean from 4 values on; below, mean and spread
 
 
@@ -70,7 +73,9 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
             "error": _error_line(result.error) if result.error is not None else None,
             "config_error": metrics.get(CONFIG_ERROR),
         }
-        for member, params in plan.members(result.config or {}):
+        members = plan.members(result.config or {})
+        ended = _ended_members(plan.trials_dir / label) if plan.packed else {}
+        for member, params in members:
             if member is None:
                 rows.append({**row, "params": params})
                 continue
@@ -78,7 +83,7 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
             value, step = member_result(member_dir, metric)
             rows.append(
                 {**row, "trial": f"{label}/{member}", metric: value, "step": step, "params": params}
-                | {"run_dir": str(member_dir)}
+                | {"run_dir": str(member_dir), "status": ended.get(member, status)}
             )
     rows.sort(key=lambda r: r["trial"])
     points = rank_points(rows, plan)
@@ -87,17 +92,15 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
     return SweepOutcome(plan=plan, rows=rows, best=best, interrupted=finished < trials, points=points)
 
 
-def member_result(run_dir: Path, metric: str) -> tuple[float | None, int | None]:
-    """A member's last value of `metric` (its summary's, else the last one logged) and its last logged step."""
-    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
-    steps = [record["step"] for record in records if isinstance(record.get("step"), int)]
-    values = [record[metric] for record in records if metric in record]
+def _ended_members(trial_dir: Path) -> dict[str, str]:
+    """A packed trial's members that ended on their own (population.json): solved, done, or diverged; the others
+    share their trial's status (a scheduler's stop, an error)."""
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        record = json.loads((trial_dir / POPULATION_FILE).read_text())
     except (OSError, ValueError):
-        summary = {}
-    value = summary.get(metric, values[-1] if values else None)
-    return _finite(value), max(steps, default=None)
+        return {}
+    members = record.get("members", [])
+    return {m["name"]: m["status"] for m in members if m.get("status") in ("done", "solved", "diverged")}
 
 
 def rank_points(rows: list[dict], plan: SweepPlan) -> list[dict]:

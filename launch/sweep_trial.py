@@ -5,6 +5,13 @@ with a `TuneTracker`: a LocalTracker (metrics.jsonl, W&B, checkpoints in the run
 latest metrics to Tune whenever the sweep metric is logged, with a pointer to each checkpoint. A retry, or a
 trial continued by `dlforge sweep --resume`, picks its run folder up from the newest checkpoint; a trial that
 had already finished reports what it recorded and trains nothing.
+
+A packed trial (launch/sweep_config.py) trains a population into its run folder: one member run folder per seed
+(and point), each with a `MemberTuneTracker`, a LocalTracker that hands its values to the trial's `PackReporter`.
+Once every member that trains has logged the sweep metric at a step, the reporter sends Tune `pack_metric` of the
+members' latest values: the mean over seeds, or under pack: points the best point's mean over its seeds. Tune (and
+ASHA, and Optuna) sees the point, not a seed; a pack of points is kept by ASHA as long as its best point is
+promising, since stopping it for its worst points would stop the good ones with them.
 """
 
 from __future__ import annotations
@@ -123,6 +130,119 @@ class TuneTracker(LocalTracker):
             self.report(final=True)
 
 
+class PackReporter:
+    """A packed trial's link to Tune: its members' trackers hand it their values; it reports `pack_metric` over the
+    members' latest values once every member still training has logged the metric at the current step. A member
+    that ended (solved, done, diverged) keeps its last value. Has TuneTracker's record attributes (step,
+    start_step, last_report) and final_report()."""
+
+    def __init__(self, metric: str, mode: str, points: list[list[str]], folders: list[Path], *, total_steps: int):
+        self.metric, self.mode, self.total_steps = metric, mode, total_steps
+        self.names = [name for point in points for name in point]
+        self.points = [[self.names.index(name) for name in point] for point in points]
+        # What each member recorded before this attempt (a retry, or a resumed sweep); ended members stay so.
+        recorded = [member_result(folder, metric) for folder in folders]
+        self.values: list[float | None] = [value for value, _ in recorded]
+        self.logged: list[int | None] = [None] * len(self.names)  # the step of each member's latest metric
+        self.training = [False] * len(self.names)  # members with a tracker in this attempt, until they end
+        self.step = self.start_step = max((step or 0 for _, step in recorded), default=0)
+        self.reported_step: int | None = None
+        self.last_report: dict[str, float] = {}
+        self.stopped = False
+
+    def member_started(self, name: str) -> int:
+        index = self.names.index(name)
+        self.training[index] = True
+        return index
+
+    def member_ended(self, index: int) -> None:
+        self.training[index] = False
+
+    def member_values(self, index: int, numbers: dict[str, float], step: int | None) -> None:
+        if self.metric not in numbers:
+            return
+        self.values[index] = numbers[self.metric]
+        if step is None:  # a summary
+            return
+        self.logged[index] = self.step = max(self.step, int(step))
+        waiting = [k for k, training in enumerate(self.training) if training and self.logged[k] != self.step]
+        if not waiting:
+            self.report()
+
+    def report(self, final: bool = False) -> None:
+        if self.stopped or any(value is None for value in self.values):
+            return
+        if not final and self.total_steps and self.step >= self.total_steps:
+            return  # as TuneTracker.report: the last step is reported once training has returned
+        payload = {
+            self.metric: pack_metric(self.values, self.points, self.mode),
+            "step": self.step,
+            "members/training": float(sum(self.training)),
+        }
+        self.reported_step, self.last_report = self.step, payload
+        from ray import tune
+
+        try:
+            tune.report(payload)
+        except SystemExit:  # how Tune's function API stops a trial (ASHA, or the sweep ending)
+            self.stopped = True
+            raise
+
+    def final_report(self) -> None:
+        missing = [self.names[k] for k, value in enumerate(self.values) if value is None]
+        if missing:
+            raise ConfigError(
+                "metric", f"'{self.metric}' was never reported by member {missing[0]} of this trainer's population"
+            )
+        if self.reported_step != self.step:
+            self.report(final=True)
+
+
+def pack_metric(values: list[float], points: list[list[int]], mode: str) -> float:
+    """What a packed trial tells Tune: each point's mean over its members (seeds), and the best of those points
+    (one point under pack: seeds, so the mean over seeds)."""
+    means = [sum(values[k] for k in members) / len(members) for members in points]
+    return max(means) if mode == "max" else min(means)
+
+
+class MemberTuneTracker(LocalTracker):
+    """One member's LocalTracker in a packed trial, handing its values to the trial's PackReporter."""
+
+    def __init__(self, run_dir: str | Path, tracking: TrackingConfig | None = None, *, reporter: PackReporter, **kw):
+        super().__init__(run_dir, tracking, **kw)
+        self.reporter = reporter
+        self.index = reporter.member_started(Path(run_dir).name)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        super().log(metrics, step)
+        self.reporter.member_values(self.index, _numbers(metrics), step)
+
+    def summary(self, metrics: dict) -> None:
+        super().summary(metrics)
+        self.reporter.member_values(self.index, _numbers(metrics), None)
+
+    def should_stop(self) -> bool:
+        return self.reporter.stopped
+
+    def close(self, failed: bool = False) -> None:
+        self.reporter.member_ended(self.index)
+        super().close(failed=failed and not self.reporter.stopped)  # a scheduler's stop is not a failure
+
+
+def member_result(run_dir: Path, metric: str) -> tuple[float | None, int | None]:
+    """A member's last value of `metric` (its summary's, else the last one logged) and its last logged step."""
+    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    steps = [record["step"] for record in records if isinstance(record.get("step"), int)]
+    values = [record[metric] for record in records if metric in record]
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    value = summary.get(metric, values[-1] if values else None)
+    finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return (float(value) if finite else None), max(steps, default=None)
+
+
 def run_trial(config: dict, plan: SweepPlan) -> None:
     """Tune's function trainable: the point `config` (sampled values and seed) of `plan`, trained into
     the run folder named after this trial."""
@@ -135,15 +255,29 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint otherwise
     wait_for_stopped_trials()
     run_dir = plan.trials_dir / tune.get_context().get_trial_name()  # trial_label()
+    reporter = None
+    if plan.packed:
+        from launch.sweep_config import MEMBERS_DIR
+
+        names = [name for name, _ in plan.members(config)]
+        per_point = len(plan.settings.seeds)
+        reporter = PackReporter(
+            plan.settings.metric,
+            plan.settings.mode,
+            [names[i : i + per_point] for i in range(0, len(names), per_point)],
+            [run_dir / MEMBERS_DIR / name for name in names],
+            total_steps=plan.total_steps,
+        )
     try:
-        train_trial(plan.trial_document(config), run_dir, metric=plan.settings.metric)
+        train_trial(plan.trial_document(config), run_dir, metric=plan.settings.metric, reporter=reporter)
     except ConfigError as e:
         # Bad input is not worth a retry: tell the driver, which ends the sweep with exit code 2.
         tune.report({plan.settings.metric: math.nan, CONFIG_ERROR: str(e), "step": 0})
 
 
-def train_trial(document: dict, run_dir: Path, *, metric: str) -> None:
-    """Train the config `document` into `run_dir`, reporting `metric` to Tune as it goes.
+def train_trial(document: dict, run_dir: Path, *, metric: str, reporter: PackReporter | None = None) -> None:
+    """Train the config `document` into `run_dir`, reporting `metric` to Tune as it goes (a population: through
+    `reporter`, fed by one MemberTuneTracker per member).
 
     A run folder that holds a checkpoint is continued from it (a retry, or `dlforge sweep --resume`); one
     whose trial finished reports its recorded last result again and trains nothing."""
@@ -154,15 +288,17 @@ def train_trial(document: dict, run_dir: Path, *, metric: str) -> None:
         if finished is not None:
             tune.report(finished["report"])
             return
-        _train(parse_config(document), run_dir, metric)
+        _train(parse_config(document), run_dir, metric, reporter)
 
 
-def _train(spec, run_dir: Path, metric: str) -> None:
+def _train(spec, run_dir: Path, metric: str, reporter: PackReporter | None) -> None:
     from launch.run import train_run
 
-    trackers: list[TuneTracker] = []
+    trackers: list[TuneTracker | PackReporter] = [reporter] if reporter is not None else []
 
     def make_tracker(run_dir, tracking, **kwargs):
+        if reporter is not None:  # one per member, in a population's member folder
+            return MemberTuneTracker(run_dir, tracking, reporter=reporter, **kwargs)
         trackers.append(TuneTracker(run_dir, tracking, metric=metric, **kwargs))
         return trackers[-1]
 
