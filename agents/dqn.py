@@ -305,11 +305,16 @@ def act(
 
 
 def train(
-    config: Config, tracker: Tracker | Sequence[Tracker], *, resume: dict | Sequence[dict | None] | None = None
-) -> dict[str, float] | list[dict[str, float]]:
+    config: Config,
+    tracker: Tracker | Sequence[Tracker],
+    *,
+    resume: dict | Sequence[dict | None] | None = None,
+    finished: Sequence[bool] | None = None,
+) -> dict[str, float] | list[dict | None]:
     """Train `config`; a population (`population:`) takes one tracker and one resume tree (or None) per member and
-    returns one summary per member."""
-    device, members = setup(config, tracker, resume)  # bad input fails here and below, before any slow work
+    returns one summary per member. `finished[k]`: member k ended before (a resume), so it does not train again
+    (its summary is None)."""
+    device, members = setup(config, tracker, resume, finished)  # bad input fails here and below, before any slow work
     env = offpolicy.make_member_env(members)
     q_net = network(members, lambda member_config: build_q_network(member_config, env), (QNetwork,)).to(device)
     learner, replay = Learner(config, q_net, device, members), make_replay(config, env, device, members)

@@ -266,10 +266,11 @@ def make_replay(config: Config, env, q_net: Members, device, members: list) -> P
     return PerMember(replays)
 
 
-def train(config: Config, tracker, *, resume=None) -> dict[str, float] | list[dict[str, float]]:
+def train(config: Config, tracker, *, resume=None, finished=None) -> dict[str, float] | list[dict | None]:
     """Train `config`; a population (`population:`) takes one tracker and one resume tree (or None) per member and
-    returns one summary per member."""
-    device, members = setup(config, tracker, resume)  # bad input fails here and below, before any slow work
+    returns one summary per member. `finished[k]`: member k ended before (a resume), so it does not train again
+    (its summary is None)."""
+    device, members = setup(config, tracker, resume, finished)  # bad input fails here and below, before any slow work
     env = offpolicy.make_member_env(members)
     q_net = network(members, lambda member_config: build_q_network(member_config, env), (RecurrentQNetwork,))
     q_net = q_net.to(device)

@@ -37,6 +37,7 @@ class MemberRun:
     rng: np.random.Generator  # ε-greedy, prioritized sampling
     generator: torch.Generator  # uniform replay sampling (torch's default generator for a population of one)
     resume: dict | None = None  # the member's checkpoint tree, in the single-run layout
+    finished: bool = False  # the member ended before this resume (done, solved, stopped, diverged): it does not train
 
     def rng_tree(self) -> dict:
         """The RNG states a member's checkpoint holds (the single run's layout: its torch stream under 'torch')."""
@@ -50,9 +51,12 @@ class MemberRun:
             raise CheckpointError(f"rng.torch: checkpoint RNG state does not fit ({e})") from None
 
 
-def setup(config, tracker: Tracker | Sequence[Tracker], resume) -> tuple[torch.device, list[MemberRun]]:
+def setup(
+    config, tracker: Tracker | Sequence[Tracker], resume, finished: Sequence[bool] | None = None
+) -> tuple[torch.device, list[MemberRun]]:
     """What every off-policy trainer does first: validate, torch threads, device, seeds; one MemberRun per member.
-    A population takes one tracker and one resume tree (or None) per member, in order."""
+    A population takes one tracker and one resume tree (or None) per member, in order, and optionally which members
+    ended before this resume (`finished`)."""
     config.validate()
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -60,11 +64,12 @@ def setup(config, tracker: Tracker | Sequence[Tracker], resume) -> tuple[torch.d
     found = population.members(config)
     trackers = list(tracker) if isinstance(tracker, Sequence) else [tracker]
     trees = list(resume) if isinstance(resume, Sequence) else [resume] * len(found)
-    if len(trackers) != len(found) or len(trees) != len(found):
-        raise ValueError(f"{len(found)} members need as many trackers and resume trees")
+    ended = [False] * len(found) if finished is None else [bool(done) for done in finished]
+    if len(trackers) != len(found) or len(trees) != len(found) or len(ended) != len(found):
+        raise ValueError(f"{len(found)} members need as many trackers, resume trees and finished flags")
     rng = seed_everything(config.seed)  # Python's, NumPy's and torch's global streams, as a single run seeds them
     runs = []
-    for member, member_tracker, tree in zip(found, trackers, trees):
+    for member, member_tracker, tree, done in zip(found, trackers, trees, ended):
         member_config = population.member_config(config, member) if config.population is not None else config
         alone = len(found) == 1
         runs.append(
@@ -76,6 +81,7 @@ def setup(config, tracker: Tracker | Sequence[Tracker], resume) -> tuple[torch.d
                 rng if alone else np.random.default_rng(member.seed),
                 torch.default_generator if alone else torch.Generator().manual_seed(member.seed),
                 tree,
+                done,
             )
         )
     return device, runs

@@ -467,8 +467,8 @@ def run(
     kind: str,
 ) -> dict[str, float] | list[dict[str, float]]:
     """Train every member until its `total_steps` transitions, a solved evaluation or its tracker's stop; returns
-    the summary (a population: one per member). `evaluate(k, eval_env)` plays member k's greedy episodes on envs
-    this loop owns."""
+    the summary (a population: one per member, None for a member that had `finished`). `evaluate(k, eval_env)`
+    plays member k's greedy episodes on envs this loop owns."""
     size = len(members)
     counters = [Counters() if m.resume is None else restore_member(m, learner, replay, kind) for m in members]
     eval_envs = [make_eval_env(m.config) for m in members]
@@ -478,7 +478,7 @@ def run(
         _bookkeeping(config, m, counters[m.index], learner, replay, schedules[m.index], evaluate, eval_envs)
         for m in members
     ]
-    running = np.array([c.step < config.total_steps for c in counters])
+    running = np.array([c.step < config.total_steps and not m.finished for m, c in zip(members, counters)])
     obs, _ = env.reset([m.config.seed + c.step for m, c in zip(members, counters)])  # a resume starts new episodes
     ended = np.zeros((size, env.num_envs), dtype=bool)  # NEXT_STEP autoreset: an env's step after its end only resets
     while running.any():

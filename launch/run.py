@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
+from launch.population import is_population, train_population
 from launch.registry import trainer_module
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
 from networks import io, pretrained
@@ -31,6 +32,7 @@ from networks.run_folder import CONFIG_FILE, load_checkpoint  # noqa: F401 (laun
 class RunResult:
     run_dir: Path
     summary: dict[str, Any]
+    members: list[dict] | None = None  # a population: each member's summary
 
 
 def default_name(source: Path | None, kind: str) -> str:
@@ -71,7 +73,22 @@ def train_run(
     tracker_factory=LocalTracker,
 ) -> RunResult:
     """Train `spec` into `run_dir`. Bad input removes a folder this call created (or, when resuming, puts
-    back the config.yaml and metrics.jsonl it found), then re-raises."""
+    back the config.yaml and metrics.jsonl it found), then re-raises.
+
+    A spec whose config has `population:` trains the whole population in this one process into `run_dir`
+    (launch/population.py): `run_dir/population.json` and one complete run folder per member under
+    `run_dir/members/<member>/`. `tracker_factory` is then called once per member that trains, with the same
+    arguments as `LocalTracker(member_dir, tracking, config=, total_steps=, progress=False, resume_step=)`, so a
+    caller passes its own tracker class (or a function building one per member, e.g. one that reports the mean
+    over members); each member's tracker is closed as soon as that member ends. `resume=True` resumes every
+    member that had not ended from the newest step all of them saved. The result's `summary` is the population's
+    (members by status; mean, median, min and max of the members' last evaluations) and `members` holds each
+    member's own summary, in the order of `agents.population.members(spec.config)`."""
+    if is_population(spec):
+        summary, members = train_population(
+            spec, run_dir, resume=resume, progress=progress, tracker_factory=tracker_factory
+        )
+        return RunResult(run_dir, summary, members)
     created = not run_dir.exists()
     tree, step = None, None
     kept: dict[str, bytes] = {}

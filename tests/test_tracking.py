@@ -165,7 +165,7 @@ def test_several_wandb_runs_in_one_process_stay_apart(tmp_path):
         (tmp_path / name).mkdir()
     import wandb
 
-    from launch.tracking import finish_wandb, start_wandb
+    from launch.wandb_run import finish_wandb, start_wandb
 
     runs = {name: start_wandb(tmp_path / name, TrackingConfig(wandb="offline"), {"member": name}) for name in "ab"}
     for step in (1, 2):
