@@ -56,6 +56,9 @@ def _sweep_command(args) -> int:
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
+        seeds=args.seeds,
+        pack=args.pack,
+        max_members=args.max_members,
     )
     if args.resume:
         if not plan.sweep_dir.is_dir():

@@ -28,14 +28,13 @@ import yaml
 from launch.config import apply_overrides, from_dict, parse_config, read_yaml, to_dict
 from launch.registry import TRAINERS, trainer_module
 from launch.text import is_number
-from launch.tracking import _check_wandb_online
+from launch.wandb_run import _check_wandb_online
 from networks.errors import ConfigError
 from networks.spec import did_you_mean
 
 SPACE_TYPES = ("grid", "choice", "uniform", "loguniform", "randint")
 TRIAL_INDEX = "__trial_index__"  # set by the Repeater around Optuna: which of the point's seeds this trial runs
 PACK_INDEX = "__pack__"  # pack: points: which of the plan's packs (lists of points) this trial trains
-MEMBERS_DIR = "members"  # in a packed trial's run folder: one complete run folder per member (launch/run.py)
 
 
 @dataclass
@@ -269,10 +268,24 @@ def load_sweep(
     cpus_per_trial: float | None = None,
     gpus_per_trial: float | None = None,
     max_concurrent: int | None = None,
+    seeds: str | None = None,
+    pack: str | None = None,
+    max_members: int | None = None,
 ) -> SweepPlan:
-    """Read and validate a sweep file; `overrides` apply to the base config of every trial."""
+    """Read and validate a sweep file; `overrides` apply to the base config of every trial, and the flags
+    (`seeds` as "0,1,2,3", `pack`, `max_members`, resources) replace the file's settings."""
     path = Path(path)
     document = read_yaml(path)
+    if seeds is not None:
+        try:
+            document["seeds"] = yaml.safe_load(f"[{seeds.strip().strip('[]')}]")
+        except yaml.YAMLError:
+            reason = f"expected whole numbers separated by commas, e.g. 0,1,2,3; got {seeds!r}"
+            raise ConfigError("--seeds", reason) from None
+    if pack is not None:
+        document["pack"] = pack
+    if max_members is not None:
+        document["max_members"] = max_members
     if cpus_per_trial is not None:
         document.setdefault("resources", {})["cpu"] = cpus_per_trial
     if gpus_per_trial is not None:

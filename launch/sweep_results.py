@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from launch.sweep_config import MEMBERS_DIR, SweepPlan
+from launch.population import MEMBERS, POPULATION_FILE
+from launch.sweep_config import SweepPlan
 from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE, member_result
 from launch.text import short
 from launch.tracking import checkpoint_stems
@@ -30,7 +31,6 @@ from networks import io
 # Statuses whose metric counts: ran to the end (or solved: stop_at_return), or stopped early by the scheduler. A
 # member that diverged is listed but not scored: its point misses that seed and ranks after complete points.
 SCORED = ("done", "solved", "stopped")
-POPULATION_FILE = "population.json"  # in a packed trial's run folder (launch/population.py)
 IQM_MIN_SEEDS = 4  # the IQM (a 25% trimmed mean) differs from the mean from 4 values on; below, mean and spread
 
 
@@ -79,7 +79,7 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
             if member is None:
                 rows.append({**row, "params": params})
                 continue
-            member_dir = plan.trials_dir / label / MEMBERS_DIR / member
+            member_dir = plan.trials_dir / label / MEMBERS / member
             value, step = member_result(member_dir, metric)
             rows.append(
                 {**row, "trial": f"{label}/{member}", metric: value, "step": step, "params": params}

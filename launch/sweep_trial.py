@@ -257,7 +257,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     run_dir = plan.trials_dir / tune.get_context().get_trial_name()  # trial_label()
     reporter = None
     if plan.packed:
-        from launch.sweep_config import MEMBERS_DIR
+        from launch.population import MEMBERS
 
         names = [name for name, _ in plan.members(config)]
         per_point = len(plan.settings.seeds)
@@ -265,7 +265,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
             plan.settings.metric,
             plan.settings.mode,
             [names[i : i + per_point] for i in range(0, len(names), per_point)],
-            [run_dir / MEMBERS_DIR / name for name in names],
+            [run_dir / MEMBERS / name for name in names],
             total_steps=plan.total_steps,
         )
     try:
