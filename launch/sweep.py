@@ -6,7 +6,9 @@ results (launch/sweep_results.py):
 
     runs/sweeps/<name>/
         sweep.yaml          the resolved sweep: settings + the base config every trial starts from
-        trials/<name>-000/  one run folder per trial (config.yaml, metrics.jsonl, checkpoints/, wandb/, trial.json)
+        trials/<name>-000/  one run folder per trial (config.yaml, metrics.jsonl, checkpoints/, wandb/, trial.json);
+                            a packed trial (a population) holds population.json and members/<member>/, one run
+                            folder per member
         tune/               Ray Tune's experiment state (what --resume restores)
         results.csv/.json   config, metric, status and run folder per trial, its point's aggregate beside it
         best.json           the best point (the sampled values without the seed) by its mean over seeds:

@@ -60,7 +60,17 @@ CLASSIFY = {"kind": "classify", "total_steps": 10, "eval_every": 10, "batch_size
 
 
 @pytest.mark.parametrize(
-    "case", ["unknown type", "empty grid", "unknown metric", "gpu", "unreachable address", "wandb online, no key"]
+    "case",
+    [
+        "unknown type",
+        "empty grid",
+        "unknown metric",
+        "gpu",
+        "unreachable address",
+        "wandb online, no key",
+        "pack without populations",
+        "bad seeds",
+    ],
 )
 def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
     sweep = {"base": CLASSIFY, "metric": "eval/accuracy", "space": {"lr": {"grid": [1e-3]}}}
@@ -79,6 +89,10 @@ def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
             ["--gpus-per-trial", "0.5"],
             "error: resources.gpu: 0.5 GPU per trial, but the Ray cluster has no GPU",
         )
+    elif case == "pack without populations":
+        flags, expected = ["--pack", "seeds"], "error: pack: seeds needs a trainer that trains populations"
+    elif case == "bad seeds":
+        flags, expected = ["--seeds", "0,1,x"], "error: seeds[2]: expected an integer"
     elif case == "unreachable address":
         flags, expected = ["--address", f"127.0.0.1:{free_port()}"], "error: --address: cannot reach a Ray cluster"
     else:
