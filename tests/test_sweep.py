@@ -285,3 +285,23 @@ def test_a_packed_sweep_lists_every_member_with_its_own_wandb_run(cluster, tmp_p
     best = json.loads((tmp_path / "sweeps" / "s" / "best.json").read_text())
     assert best["value"] == pytest.approx(max(point_mean.values())) and len(best["seeds"]) == 2
     assert point_mean[best["params"]["learning_rate"]] == pytest.approx(best["value"])
+
+
+def test_asha_stops_a_packed_trial_as_a_whole_and_every_member_run_is_finished(cluster, tmp_path):
+    """ASHA stops a trial when it reaches max_t (here before total_steps): the stop reaches the population through
+    its members' trackers, and every member's W&B run still holds every step it logged and ends cleanly."""
+    outcome = sweep(
+        tmp_path,
+        base={**CARTPOLE, "total_steps": 600},
+        metric="eval/mean_return",
+        seeds=[0, 1],
+        scheduler={"type": "asha", "grace_period": 200, "max_t": 200},
+    )
+    assert [row["trial"] for row in outcome.rows] == ["s-000/seed0", "s-000/seed1"]
+    for row in outcome.rows:
+        assert row["status"] == "stopped" and row["step"] == 200
+        run_dir = Path(row["run_dir"])
+        assert steps_in_wandb(run_dir) == sorted({r["step"] for r in read_metrics(run_dir / "metrics.jsonl")})
+        (wandb_file,) = offline_runs(run_dir)
+        assert [r.exit.exit_code for r in records(wandb_file) if r.WhichOneof("record_type") == "exit"] == [0]
+    assert outcome.best["aggregate"]["n"] == 2
