@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launch.config import TrackingConfig, parse_config
+from launch.text import is_number
 from launch.tracking import LocalTracker, read_metrics
 from launch.wandb_recovery import has_cut_off_runs
 from networks import io
@@ -239,8 +240,7 @@ def member_result(run_dir: Path, metric: str) -> tuple[float | None, int | None]
     except (OSError, ValueError):
         summary = {}
     value = summary.get(metric, values[-1] if values else None)
-    finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return (float(value) if finite else None), max(steps, default=None)
+    return (float(value) if is_number(value) else None), max(steps, default=None)
 
 
 def run_trial(config: dict, plan: SweepPlan) -> None:

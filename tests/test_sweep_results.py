@@ -122,3 +122,13 @@ def test_a_one_seed_sweep_names_its_best_trial_and_keeps_the_seed(tmp_path):
     }
     # With one seed the point is that run: best_config.yaml reruns it, seed included.
     assert yaml.safe_load((swept.sweep_dir / "best_config.yaml").read_text())["seed"] == 7
+
+
+def test_a_packed_trial_tells_tune_its_best_points_mean_over_seeds():
+    from launch.sweep_trial import pack_metric
+
+    values = [1.0, 3.0, 10.0, 0.0, 4.0, 5.0]  # three points of two seeds each, point-major as a population lists them
+    points = [[0, 1], [2, 3], [4, 5]]
+    assert pack_metric(values, points, "max") == 5.0  # the points' means are 2, 5 and 4.5; never the lucky 10
+    assert pack_metric(values, points, "min") == 2.0
+    assert pack_metric(values[:2], [[0, 1]], "max") == 2.0  # pack: seeds, one point: the mean over its seeds
