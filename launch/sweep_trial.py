@@ -134,8 +134,8 @@ class TuneTracker(LocalTracker):
 class PackReporter:
     """A packed trial's link to Tune: its members' trackers hand it their values; it reports `pack_metric` over the
     members' latest values once every member still training has logged the metric at the current step. A member
-    that ended (solved, done, diverged) keeps its last value. Has TuneTracker's record attributes (step,
-    start_step, last_report) and final_report()."""
+    that ended (solved, done, diverged) keeps its last value; one that never logged it (it diverged first) is left
+    out. Has TuneTracker's record attributes (step, start_step, last_report) and final_report()."""
 
     def __init__(self, metric: str, mode: str, points: list[list[str]], folders: list[Path], *, total_steps: int):
         self.metric, self.mode, self.total_steps = metric, mode, total_steps
@@ -146,14 +146,16 @@ class PackReporter:
         self.values: list[float | None] = [value for value, _ in recorded]
         self.logged: list[int | None] = [None] * len(self.names)  # the step of each member's latest metric
         self.training = [False] * len(self.names)  # members with a tracker in this attempt, until they end
-        self.step = self.start_step = max((step or 0 for _, step in recorded), default=0)
+        self.step = self.start_step = 0
         self.reported_step: int | None = None
         self.last_report: dict[str, float] = {}
         self.stopped = False
 
-    def member_started(self, name: str) -> int:
+    def member_started(self, name: str, resume_step: int | None) -> int:
+        """A member's tracker opened; members that train on resume from the same step."""
         index = self.names.index(name)
         self.training[index] = True
+        self.step = self.start_step = resume_step or 0
         return index
 
     def member_ended(self, index: int) -> None:
@@ -165,13 +167,13 @@ class PackReporter:
         self.values[index] = numbers[self.metric]
         if step is None:  # a summary
             return
-        self.logged[index] = self.step = max(self.step, int(step))
+        self.logged[index] = self.step = int(step)  # members log in lockstep (one loop steps them all)
         waiting = [k for k, training in enumerate(self.training) if training and self.logged[k] != self.step]
         if not waiting:
             self.report()
 
     def report(self, final: bool = False) -> None:
-        if self.stopped or any(value is None for value in self.values):
+        if self.stopped or all(value is None for value in self.values):
             return
         if not final and self.total_steps and self.step >= self.total_steps:
             return  # as TuneTracker.report: the last step is reported once training has returned
@@ -190,19 +192,17 @@ class PackReporter:
             raise
 
     def final_report(self) -> None:
-        missing = [self.names[k] for k, value in enumerate(self.values) if value is None]
-        if missing:
-            raise ConfigError(
-                "metric", f"'{self.metric}' was never reported by member {missing[0]} of this trainer's population"
-            )
+        if all(value is None for value in self.values):
+            raise ConfigError("metric", f"'{self.metric}' was never reported by any member of this population")
         if self.reported_step != self.step:
             self.report(final=True)
 
 
-def pack_metric(values: list[float], points: list[list[int]], mode: str) -> float:
-    """What a packed trial tells Tune: each point's mean over its members (seeds), and the best of those points
-    (one point under pack: seeds, so the mean over seeds)."""
-    means = [sum(values[k] for k in members) / len(members) for members in points]
+def pack_metric(values: list[float | None], points: list[list[int]], mode: str) -> float:
+    """What a packed trial tells Tune: each point's mean over its members (seeds) that have a value, and the best of
+    those points (one point under pack: seeds, so the mean over seeds)."""
+    found = [[values[k] for k in members if values[k] is not None] for members in points]
+    means = [sum(scores) / len(scores) for scores in found if scores]
     return max(means) if mode == "max" else min(means)
 
 
@@ -212,7 +212,7 @@ class MemberTuneTracker(LocalTracker):
     def __init__(self, run_dir: str | Path, tracking: TrackingConfig | None = None, *, reporter: PackReporter, **kw):
         super().__init__(run_dir, tracking, **kw)
         self.reporter = reporter
-        self.index = reporter.member_started(Path(run_dir).name)
+        self.index = reporter.member_started(Path(run_dir).name, kw.get("resume_step"))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         super().log(metrics, step)

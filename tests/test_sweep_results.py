@@ -132,3 +132,4 @@ def test_a_packed_trial_tells_tune_its_best_points_mean_over_seeds():
     assert pack_metric(values, points, "max") == 5.0  # the points' means are 2, 5 and 4.5; never the lucky 10
     assert pack_metric(values, points, "min") == 2.0
     assert pack_metric(values[:2], [[0, 1]], "max") == 2.0  # pack: seeds, one point: the mean over its seeds
+    assert pack_metric([None, 3.0], [[0, 1]], "max") == 3.0  # a member that diverged before logging it is left out
