@@ -305,3 +305,19 @@ def test_asha_stops_a_packed_trial_as_a_whole_and_every_member_run_is_finished(c
         (wandb_file,) = offline_runs(run_dir)
         assert [r.exit.exit_code for r in records(wandb_file) if r.WhichOneof("record_type") == "exit"] == [0]
     assert outcome.best["aggregate"]["n"] == 2
+
+
+def test_optuna_proposes_points_and_a_packed_trial_trains_all_their_seeds(cluster, tmp_path):
+    outcome = sweep(
+        tmp_path,
+        base=CARTPOLE,
+        metric="eval/mean_return",
+        space={"learning_rate": {"loguniform": [1e-4, 1e-2]}},
+        seeds=[0, 1],
+        num_samples=2,
+        search="optuna",
+    )
+    assert outcome.plan.settings.pack == "seeds" and len(outcome.points) == 2
+    assert all(row["status"] == "done" for row in outcome.rows)
+    assert [sorted(seed["seed"] for seed in point["seeds"]) for point in outcome.points] == [[0, 1], [0, 1]]
+    assert len(list((tmp_path / "sweeps" / "s" / "trials").glob("*/population.json"))) == 2  # one trial per point
