@@ -168,6 +168,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         video=args.video,
         trajectories=args.save_trajectories,
     )
+    for name, member in result.get("members", {}).items():  # a population: each member, then the mean over them
+        print(f"{name}: mean_return={member['mean_return']:.2f} std={member['std_return']:.2f}")
+    if result.get("skipped"):
+        print(f"skipped (no checkpoint): {', '.join(result['skipped'])}")
     if result.get("video"):
         print(f"video: {result['video']}")
     if result.get("trajectories"):

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agents.population import members as population_members
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
-from launch.population import is_population, train_population
+from launch.population import MEMBERS, is_population, train_population
 from launch.registry import trainer_module
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
 from networks import io, pretrained
@@ -200,8 +201,12 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a run's checkpoint into run_dir/eval.json. With `trajectories` (a .npz path), also write the
     evaluated episodes' steps there: `obs`, `actions`, `rewards`, `dones` (envs/evaluation.py), the trajectory
-    file that seq2seq_ae reads (`data=npz:PATH`)."""
+    file that seq2seq_ae reads (`data=npz:PATH`). A population's folder: every member, see `_evaluate_population`."""
     spec = load_run_spec(run_dir)
+    if is_population(spec):
+        if trajectories is not None:
+            raise ConfigError("--save-trajectories", "give one member's folder (RUN_DIR/members/NAME)")
+        return _evaluate_population(spec, run_dir, episodes=episodes, which=which, seed=seed, video=video)
     module = trainer_module(spec.kind)
     # Agents' evaluate(config, tree, *, episodes, ...); generative modules may have an unrelated `evaluate` helper.
     parameters = inspect.signature(getattr(module, "evaluate", lambda: None)).parameters
@@ -229,6 +234,31 @@ def evaluate_run(
         tracker.video("eval/video", video_path, step=int(meta.get("step", 0)))
         tracker.summary({"eval/mean_return": result.get("mean_return")})
         tracker.close()
+    return result
+
+
+def _evaluate_population(spec: RunSpec, run_dir: Path, **options) -> dict:
+    """Each member evaluated as any run is (its own eval.json), on the same episode seeds; the population's
+    eval.json holds every member's result, and the mean and standard deviation over members of their mean returns.
+    A member without a checkpoint (one that diverged before its first) is listed under `skipped`."""
+    results, skipped = {}, []
+    for member in population_members(spec.config):
+        member_dir = run_dir / MEMBERS / member.name
+        if not checkpoint_stems(member_dir, "any"):
+            skipped.append(member.name)
+            continue
+        results[member.name] = evaluate_run(member_dir, **options)
+    if not results:
+        raise ConfigError("run", f"{run_dir}: no member of this population holds a checkpoint yet")
+    means = np.array([result["mean_return"] for result in results.values()])
+    result = {
+        "mean_return": float(means.mean()),
+        "std_return": float(means.std()),
+        "episodes": options["episodes"],
+        "members": results,
+        "skipped": skipped,
+    }
+    io.atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
     return result
 
 
