@@ -368,23 +368,24 @@ class _Progress:
         if now - self._last < 0.2:  # the bar redraws a few times a second; logging is more frequent
             return
         self._last = now
+        self._bar.update(self._task, **self.fields(now - self._start))
+
+    def fields(self, elapsed: float) -> dict[str, Any]:
+        """What the line shows after `elapsed` seconds: steps of all members, members alive, steps/s summed over
+        members, and the best and median of the members' latest episodic returns."""
         record = self.record
         steps = [latest.get("step", 0) for latest in record.latest]
         for k, latest in enumerate(record.latest):  # a resumed member counts from its first step logged here
             if "step" in latest:
                 self._first.setdefault(k, latest["step"])
-        elapsed = now - self._start
         sps = sum(steps[k] - first for k, first in self._first.items())
         returns = [latest["charts/episodic_return"] for latest in record.latest if "charts/episodic_return" in latest]
-        shown = f"return best={max(returns):.4g} median={statistics.median(returns):.4g}" if returns else ""
-        size = len(record.members)
-        self._bar.update(
-            self._task,
-            completed=sum(steps),
-            alive=f"{record.alive()}/{size}",
-            sps=f"{sps / elapsed:,.0f}" if elapsed > 0 else "-",
-            returns=shown,
-        )
+        return {
+            "completed": sum(steps),
+            "alive": f"{record.alive()}/{len(record.members)}",
+            "sps": f"{sps / elapsed:,.0f}" if elapsed > 0 else "-",
+            "returns": f"return best={max(returns):.4g} median={statistics.median(returns):.4g}" if returns else "",
+        }
 
     def close(self) -> None:
         self._last = 0.0

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def non_finite_leaf(tree: Any, path: str = "") -> str | None:
 class LocalTracker:
     """Writes a run folder: metrics.jsonl, summary.json, media/, checkpoints/ and the W&B run."""
 
-    _open_wandb_runs = 0  # W&B runs that trackers of this process started and have not closed
+    _with_open_wandb: weakref.WeakSet = weakref.WeakSet()  # trackers of this process whose W&B run is open
     _unmarked: list[tuple[Path, int]] = []  # finished offline runs (folder, last step) awaiting W&B's teardown
 
     def __init__(
@@ -179,7 +180,7 @@ class LocalTracker:
                     f"its upload was unfinished {wandb_run.FINISH_TIMEOUT_S:g} s after the end; what W&B holds "
                     f"({', '.join(held)}) is kept in {sync_dir}: upload it with `wandb sync {sync_dir}`"
                 )
-            LocalTracker._open_wandb_runs -= 1
+            LocalTracker._with_open_wandb.discard(self)
             if self.tracking.wandb == "offline":
                 steps = [record["step"] for record in read_metrics(self.run_dir / "metrics.jsonl")]
                 LocalTracker._unmarked.append((Path(self._wandb_run.dir).parent, max(steps, default=-1)))
@@ -187,7 +188,7 @@ class LocalTracker:
             # run is complete on disk when close() returns (tests read it right away), and only then is it marked
             # closed. Teardown ends every W&B run of the process: while another tracker's run is open (a
             # population's members), the last one to close tears down and marks them all.
-            if LocalTracker._open_wandb_runs == 0:
+            if not LocalTracker._with_open_wandb:
                 wandb.teardown()
                 for folder, last_step in LocalTracker._unmarked:
                     mark_closed(folder, last_step)
@@ -203,7 +204,7 @@ class LocalTracker:
     def _wandb(self):
         if self._wandb_run is None:
             self._wandb_run = start_wandb(self.run_dir, self.tracking, self.config)
-            LocalTracker._open_wandb_runs += 1
+            LocalTracker._with_open_wandb.add(self)
             for record in self._backlog:
                 self._wandb_run.log({"global_step": record["step"], **{k: v for k, v in record.items() if k != "step"}})
             self._backlog = []

@@ -16,32 +16,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from robustness.robustkit import TINY as ROBUST_TINY
 from wandb_reader import history, offline_runs, run_config
 
+from agents.population import members
 from launch.cli import main
-from launch.population import MEMBERS, POPULATION_FILE, resume_points
+from launch.config import load_config
+from launch.population import MEMBERS, POPULATION_FILE, Record, _Progress, resume_points
 from launch.report.data import find_runs, group_runs
 from launch.tracking import read_metrics
 
 DLFORGE = str(Path(sys.executable).parent / "dlforge")
-TINY = {  # a few seconds of CPU per member; checkpoints, evaluations and logs all fall inside
-    "kind": "dqn",
-    "env_id": "CartPole-v1",
-    "total_steps": 600,
-    "learning_starts": 100,
-    "buffer_size": 1000,
-    "batch_size": 16,
-    "train_freq": 4,
-    "target_update_interval": 100,
-    "network": {"type": "mlp", "hidden": [16]},
-    "learning_rate": 5.0e-3,
-    "eval_every": 300,
-    "eval_episodes": 2,
-    "checkpoint_every": 100,
-    "log_every": 50,
-    "torch_threads": 1,
-    "device": "cpu",
-}
+TINY = {"kind": "dqn", "device": "cpu", **ROBUST_TINY["dqn"], "learning_rate": 5.0e-3}  # a few seconds per member
 
 
 def write_config(folder: Path, **extra) -> Path:
@@ -194,3 +180,21 @@ def test_kill_9_then_resume_continues_every_member_from_one_step(tmp_path):
     diverged = members[2]
     assert logged_steps(diverged)[-1] <= document["members"][2]["step"]
     assert_wandb_holds_every_step_once(diverged)
+
+
+def test_the_progress_line_shows_members_alive_summed_steps_per_second_and_best_and_median_return(tmp_path):
+    spec = load_config(write_config(tmp_path, population={"size": 3}))
+    record = Record(tmp_path, spec, members(spec.config))
+    progress = _Progress(record, spec.config.total_steps)
+    members_seen = [(100, 300, 20.0), (100, 200, 50.0), (50, 50, 10.0)]  # (first step, last step, latest return)
+    for latest, (first, _, _) in zip(record.latest, members_seen):
+        latest.update(step=first)
+    progress.fields(1.0)  # the steps each member started from in this process
+    for latest, (_, last, episodic_return) in zip(record.latest, members_seen):
+        latest.update({"charts/episodic_return": episodic_return}, step=last)
+    record.ended(2, {"status": "diverged", "global_step": 50})
+    fields = progress.fields(2.0)
+    progress.close()
+    assert fields["alive"] == "2/3" and fields["completed"] == 550
+    assert fields["sps"] == "150"  # (200 + 100 + 0) steps over 2 s, all members together
+    assert fields["returns"] == "return best=50 median=20"
