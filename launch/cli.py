@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--cpus-per-trial", type=float, default=None)
     sweep.add_argument("--gpus-per-trial", type=float, default=None)
     sweep.add_argument("--max-concurrent", type=int, default=None)
+    sweep.add_argument("--seeds", default=None, help="the sweep's seeds, e.g. 0,1,2,3 (replaces the file's seeds:)")
+    sweep.add_argument(
+        "--pack", default=None, help="seeds | none | points: how trials are packed into populations (see the docs)"
+    )
+    sweep.add_argument("--max-members", type=int, default=None, help="pack: points: members per trial")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     sweep.add_argument("--out", default="runs", help="root folder (sweeps go to <out>/sweeps/<name>)")
     sweep.add_argument("--name", default=None)
