@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -85,11 +86,11 @@ def run_dlforge(document: dict, job: dict) -> dict:
     members = population.members(config)
     trackers = [dqn_vs_sb3.MemoryTracker() for _ in members]
     phases = time_the_hot_path() if job.get("profile") else None
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     summaries = dqn.train(config, trackers if job["population"] else trackers[0])
-    train = time.perf_counter() - start
+    train, train_cpu = time.perf_counter() - start, time.process_time() - cpu
     summaries = summaries if isinstance(summaries, list) else [summaries]
-    start, finals = time.perf_counter(), []
+    start, cpu, finals = time.perf_counter(), time.process_time(), []
     if job["eval_episodes"]:
         for member, tracker in zip(members, trackers):
             single = population.member_config(config, member) if job["population"] else config
@@ -97,7 +98,9 @@ def run_dlforge(document: dict, job: dict) -> dict:
             finals.append(dqn_vs_sb3.final_eval(config.env_id, policy, job["eval_episodes"]))
     result = {
         "train": train,
+        "train_cpu": train_cpu,
         "eval": time.perf_counter() - start,
+        "eval_cpu": time.process_time() - cpu,
         "finals": finals,
         "steps": [int(s["global_step"]) for s in summaries],
     }
@@ -107,20 +110,28 @@ def run_dlforge(document: dict, job: dict) -> dict:
 
 
 def run_sb3(document: dict, job: dict) -> dict:
-    evaluation = [0.0]
+    evaluation = [0.0, 0.0]  # wall, cpu
     timed = dqn_vs_sb3.final_eval
 
     def final_eval(*args, **kwargs):  # dqn_vs_sb3.run_sb3 evaluates inside; time it to take it off
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         value = timed(*args, **kwargs)
         evaluation[0] += time.perf_counter() - start
+        evaluation[1] += time.process_time() - cpu
         return value
 
     dqn_vs_sb3.final_eval = final_eval
     env_id = document["env_id"]
     sb3_job = {"env": env_id, "seed": job["seeds"][0], "mode": "equal-work", "solve_every": 0}
     result = dqn_vs_sb3.run_sb3(document, {**sb3_job, "eval_episodes": job["eval_episodes"]})
-    return {"train": result["wall"], "eval": evaluation[0], "finals": [result["final"]], "steps": [result["steps"]]}
+    return {
+        "train": result["wall"],
+        "train_cpu": result["cpu"],
+        "eval": evaluation[0],
+        "eval_cpu": evaluation[1],
+        "finals": [result["final"]],
+        "steps": [result["steps"]],
+    }
 
 
 def time_the_hot_path() -> dict[str, float]:
@@ -166,13 +177,15 @@ def launch(job: dict) -> dict:
 
 def run_set(jobs: list[dict], slots: int) -> dict:
     """Run `jobs`, `slots` processes at a time; the set's wall time less its final evaluation (see the docstring)."""
-    start = time.perf_counter()
+    start, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with ThreadPoolExecutor(slots) as pool:
         results = list(pool.map(launch, jobs))
-    elapsed = time.perf_counter() - start
+    elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     evaluation = sum(r["eval"] for r in results) / min(slots, len(jobs))
+    cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     return {
         "wall": elapsed - evaluation,
+        "cpu": cpu - sum(r["eval_cpu"] for r in results),  # every process's CPU, imports included, less evaluation
         "elapsed": elapsed,
         "train_per_process": statistics.median(r["train"] for r in results),
         "finals": [f for r in results for f in r["finals"]],
@@ -194,16 +207,22 @@ def side_by_side(label: str, population_job: dict, separate_jobs: list[dict], ar
         sides = [("population", lambda: run_set([population_job], 1)), ("separate", lambda: run_set(separate_jobs, 2))]
         measured = dict((name, run()) for name, run in (sides if repeat % 2 == 0 else sides[::-1]))
         ratio = measured["population"]["wall"] / measured["separate"]["wall"]
-        rows.append({"repeat": repeat, "ratio": ratio, **measured})
+        cpu_ratio = measured["population"]["cpu"] / measured["separate"]["cpu"]
+        rows.append({"repeat": repeat, "ratio": ratio, "cpu_ratio": cpu_ratio, **measured})
         for name, m in measured.items():
             solved = sum(f >= SOLVED for f in m["finals"])
             print(
-                f"   {name:10s} wall {m['wall']:7.1f}s (elapsed {m['elapsed']:.1f}s, per process train "
+                f"   {name:10s} wall {m['wall']:7.1f}s  CPU {m['cpu']:7.1f}s  (elapsed {m['elapsed']:.1f}s, "
+                f"per process train "
                 f"{m['train_per_process']:.1f}s)  seeds at {SOLVED:.0f}: {solved}/{len(m['finals'])}  "
                 f"finals {' '.join(f'{f:.0f}' for f in m['finals'])}",
                 flush=True,
             )
-        print(f"   repeat {repeat}: wall ratio population/separate {ratio:.3f} (goal <= {goal})", flush=True)
+        print(
+            f"   repeat {repeat}: wall ratio population/separate {ratio:.3f} (goal <= {goal}); "
+            f"CPU ratio {cpu_ratio:.3f}",
+            flush=True,
+        )
     print(f"   after: {uptime()}", flush=True)
     profile = launch({**population_job, "profile": True, "eval_episodes": 0}) if args.profile else None
     if profile:
@@ -243,17 +262,22 @@ def part_one(args) -> dict:
     """A population of one against the same config without `population:`, in turn, `--repeats` x 2 times."""
     print(f"\n== population of one vs a single run ({ZOO}), seed 0\n   before: {uptime()}", flush=True)
     times: dict[str, list[float]] = {"population of one": [], "single run": []}
+    cpu: dict[str, list[float]] = {"population of one": [], "single run": []}
     for repeat in range(2 * args.repeats):
         order = [True, False] if repeat % 2 == 0 else [False, True]
         for population in order:
             result = launch(job("dlforge", ZOO, [0], args, population=population))
             times["population of one" if population else "single run"].append(result["train"])
+            cpu["population of one" if population else "single run"].append(result["train_cpu"])
     for name, values in times.items():
-        print(f"   {name:18s} train wall {' '.join(f'{v:.1f}' for v in values)} s", flush=True)
+        walls_cpus = f"{' '.join(f'{v:.1f}' for v in values)} s, CPU {' '.join(f'{v:.1f}' for v in cpu[name])} s"
+        print(f"   {name:18s} train wall {walls_cpus}", flush=True)
     ratios = [a / b for a, b in zip(times["population of one"], times["single run"])]
+    cpu_ratios = [a / b for a, b in zip(cpu["population of one"], cpu["single run"])]
     print(f"   ratio population-of-one/single: median {statistics.median(ratios):.3f} "
-          f"(each {' '.join(f'{r:.3f}' for r in ratios)})\n   after: {uptime()}", flush=True)  # fmt: skip
-    return {"part": "one", "times": times, "ratios": ratios}
+          f"(each {' '.join(f'{r:.3f}' for r in ratios)}); CPU median {statistics.median(cpu_ratios):.3f}"
+          f"\n   after: {uptime()}", flush=True)  # fmt: skip
+    return {"part": "one", "times": times, "cpu": cpu, "ratios": ratios, "cpu_ratios": cpu_ratios}
 
 
 def scaling(label: str, config: str, sizes: list[int], steps: int, args, device: str, extra: dict) -> dict:
@@ -261,6 +285,7 @@ def scaling(label: str, config: str, sizes: list[int], steps: int, args, device:
     order = [x for pair in zip(sizes, sizes[::-1]) for x in pair][: len(sizes)]
     print(f"\n== {label}: {config}, {steps} steps, device {device}, order {order}\n   before: {uptime()}", flush=True)
     walls: dict[int, list[float]] = {size: [] for size in sizes}
+    cpus: dict[int, list[float]] = {size: [] for size in sizes}
     for repeat in range(args.repeats):
         for size in order if repeat % 2 == 0 else order[::-1]:
             seeds = list(range(size))
@@ -268,18 +293,45 @@ def scaling(label: str, config: str, sizes: list[int], steps: int, args, device:
                 {**job("dlforge", config, seeds, args, population=True, set=extra, device=device), "steps": steps}
             )
             walls[size].append(result["train"])
-            print(f"   P={size:5d}  train {result['train']:8.2f}s", flush=True)
+            cpus[size].append(result["train_cpu"])
+            print(
+                f"   P={size:5d}  train {result['train']:8.2f}s  CPU {result['train_cpu']:8.2f}s  {uptime()}",
+                flush=True,
+            )
     one = statistics.median(walls[sizes[0]]) * PER / steps / sizes[0]
+    one_cpu = statistics.median(cpus[sizes[0]]) * PER / steps / sizes[0]
     rows = []
-    print("   | members | train wall s | s per 10k steps per member | member cost vs a run of one | member-steps/s |")
-    print("   |---|---|---|---|---|")
+    print("   | members | train wall s | CPU s | wall s per 10k steps per member | vs a run of one | CPU s per 10k "
+          "steps per member | vs a run of one | member-steps/s |")  # fmt: skip
+    print("   |---|---|---|---|---|---|---|---|")
     for size in sizes:
-        wall = statistics.median(walls[size])
-        per_member = wall * PER / steps / size
-        rows.append({"members": size, "wall": wall, "per_member": per_member, "relative": per_member / one})
-        print(f"   | {size} | {wall:.1f} | {per_member:.3f} | {per_member / one:.3f} | {size * steps / wall:.0f} |")
+        wall, cpu = statistics.median(walls[size]), statistics.median(cpus[size])
+        per_member, per_member_cpu = wall * PER / steps / size, cpu * PER / steps / size
+        rows.append(
+            {
+                "members": size,
+                "wall": wall,
+                "cpu": cpu,
+                "per_member": per_member,
+                "relative": per_member / one,
+                "per_member_cpu": per_member_cpu,
+                "relative_cpu": per_member_cpu / one_cpu,
+            }
+        )
+        print(
+            f"   | {size} | {wall:.1f} | {cpu:.1f} | {per_member:.3f} | {per_member / one:.3f} | {per_member_cpu:.3f} "
+            f"| {per_member_cpu / one_cpu:.3f} | {size * steps / wall:.0f} |"
+        )
     print(f"   after: {uptime()}", flush=True)
-    return {"part": label, "config": config, "steps": steps, "device": device, "rows": rows, "walls": walls}
+    return {
+        "part": label,
+        "config": config,
+        "steps": steps,
+        "device": device,
+        "rows": rows,
+        "walls": walls,
+        "cpus": cpus,
+    }
 
 
 def part_scaling(args) -> dict:
@@ -340,19 +392,27 @@ def plot(path: Path, result: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = result["rows"]
     members = [r["members"] for r in rows]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(members, [r["per_member"] for r in rows], "o-")
-    left.set(xscale="log", yscale="log", xlabel="members in the population", ylabel="s per 10k env steps per member")
+    left.plot(members, [r["per_member"] for r in rows], "o-", label="wall")
+    left.plot(members, [r["per_member_cpu"] for r in rows], "s--", label="CPU")
+    left.legend()
+    left.set(xscale="log", xlabel="members in the population", ylabel="s per 10k env steps per member")
+    left.set_ylim(bottom=0)
     left.set_title("training wall time per member")
-    right.plot(members, [r["relative"] for r in rows], "o-")
+    right.plot(members, [r["relative"] for r in rows], "o-", label="wall")
+    right.plot(members, [r["relative_cpu"] for r in rows], "s--", label="CPU")
+    right.legend()
     right.axhline(1.0, color="grey", linestyle=":")
+    right.set_ylim(bottom=0)
     right.set(xscale="log", xlabel="members in the population", ylabel="cost of a member / a run of one")
     right.set_title("one member's cost, relative")
     for axis in (left, right):
         axis.set_xticks(members, [str(m) for m in members])
+        axis.xaxis.set_minor_locator(ticker.NullLocator())
     figure.suptitle(f"DQN population on CartPole-v1 ({result['config']}, {result['steps']} steps, one CPU thread)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
