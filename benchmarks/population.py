@@ -259,25 +259,68 @@ def part_separate(args) -> dict:
 
 
 def part_one(args) -> dict:
-    """A population of one against the same config without `population:`, in turn, `--repeats` x 2 times."""
+    """A population of one against the same config without `population:`, in turn, `--repeats` x 2 times; with
+    `--baseline TREE`, also the single run of another checkout (e.g. one without populations) against this one's,
+    both through their own benchmarks/dqn_vs_sb3.py worker (the same measuring code on both sides)."""
     print(f"\n== population of one vs a single run ({ZOO}), seed 0\n   before: {uptime()}", flush=True)
-    times: dict[str, list[float]] = {"population of one": [], "single run": []}
-    cpu: dict[str, list[float]] = {"population of one": [], "single run": []}
+    contenders = {
+        "population of one": lambda: launch(job("dlforge", ZOO, [0], args, population=True)),
+        "single run": lambda: launch(job("dlforge", ZOO, [0], args, population=False)),
+    }
+    if args.baseline:
+        contenders["single run, dqn_vs_sb3 worker"] = lambda: launch_dqn_vs_sb3(ROOT, args)
+        contenders[f"single run, {args.baseline}"] = lambda: launch_dqn_vs_sb3(args.baseline.resolve(), args)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     for repeat in range(2 * args.repeats):
-        order = [True, False] if repeat % 2 == 0 else [False, True]
-        for population in order:
-            result = launch(job("dlforge", ZOO, [0], args, population=population))
-            times["population of one" if population else "single run"].append(result["train"])
-            cpu["population of one" if population else "single run"].append(result["train_cpu"])
+        for name in list(contenders) if repeat % 2 == 0 else list(contenders)[::-1]:
+            result = contenders[name]()
+            times[name].append(result["train"])
+            cpu[name].append(result["train_cpu"])
     for name, values in times.items():
         walls_cpus = f"{' '.join(f'{v:.1f}' for v in values)} s, CPU {' '.join(f'{v:.1f}' for v in cpu[name])} s"
-        print(f"   {name:18s} train wall {walls_cpus}", flush=True)
-    ratios = [a / b for a, b in zip(times["population of one"], times["single run"])]
-    cpu_ratios = [a / b for a, b in zip(cpu["population of one"], cpu["single run"])]
-    print(f"   ratio population-of-one/single: median {statistics.median(ratios):.3f} "
-          f"(each {' '.join(f'{r:.3f}' for r in ratios)}); CPU median {statistics.median(cpu_ratios):.3f}"
-          f"\n   after: {uptime()}", flush=True)  # fmt: skip
-    return {"part": "one", "times": times, "cpu": cpu, "ratios": ratios, "cpu_ratios": cpu_ratios}
+        print(f"   {name:40s} train wall {walls_cpus}", flush=True)
+    pairs = [("population of one", "single run")]
+    if args.baseline:
+        pairs.append(("single run, dqn_vs_sb3 worker", f"single run, {args.baseline}"))
+    ratios = {}
+    for mine, theirs in pairs:
+        wall = [a / b for a, b in zip(times[mine], times[theirs])]
+        cpus = [a / b for a, b in zip(cpu[mine], cpu[theirs])]
+        ratios[f"{mine} / {theirs}"] = {"wall": wall, "cpu": cpus}
+        print(f"   {mine} / {theirs}: wall median {statistics.median(wall):.3f} "
+              f"(each {' '.join(f'{r:.3f}' for r in wall)}); CPU median {statistics.median(cpus):.3f} "
+              f"(each {' '.join(f'{r:.3f}' for r in cpus)})", flush=True)  # fmt: skip
+    print(f"   after: {uptime()}", flush=True)
+    return {"part": "one", "times": times, "cpu": cpu, "ratios": ratios}
+
+
+def launch_dqn_vs_sb3(tree: Path, args) -> dict:
+    """One single dlforge run of the zoo config through `tree`'s benchmarks/dqn_vs_sb3.py worker, in its own process
+    with `tree` first on the path; its training wall and CPU time."""
+    job = {
+        "framework": "dlforge",
+        "env": "CartPole-v1",
+        "seed": 0,
+        "mode": "equal-work",
+        "steps": args.steps,
+        "threads": 1,
+        "eval_episodes": max(args.eval_episodes, 1),
+        "threshold": 475.0,
+        "solve_every": 1000,
+        "solve_episodes": 10,
+        "dlforge_set": [],
+        "config": ZOO,
+    }
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    script = tree / "benchmarks" / "dqn_vs_sb3.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--worker", json.dumps(job)], capture_output=True, text=True, env=env, cwd=tree
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{script} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"train": result["wall"], "train_cpu": result["cpu"]}
 
 
 def scaling(label: str, config: str, sizes: list[int], steps: int, args, device: str, extra: dict) -> dict:
@@ -435,6 +478,9 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20, help="final greedy episodes per seed")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the gpu part")
     parser.add_argument("--profile", action="store_true", help="parts sb3, separate: where the population's time goes")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="one: also time the single run of this checkout (e.g. main's)"
+    )
     parser.add_argument("--plot", type=Path, default=None, help="scaling: write the plot here (PNG)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
