@@ -430,7 +430,9 @@ def part_sweep(args) -> dict:
     return {"part": "sweep", "walls": walls, "ratios": ratios}
 
 
-def plot(path: Path, result: dict) -> None:
+def plot(path: Path, result: dict, measures: tuple[str, ...] = ("wall", "CPU")) -> None:
+    """The scaling curve: time per 10k steps per member, and relative to a run of one, for each of `measures`
+    (under other load, wall time measures that load: plot CPU alone)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -439,21 +441,20 @@ def plot(path: Path, result: dict) -> None:
 
     rows = result["rows"]
     members = [r["members"] for r in rows]
+    keys = {"wall": ("per_member", "relative", "o-"), "CPU": ("per_member_cpu", "relative_cpu", "s--")}
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(members, [r["per_member"] for r in rows], "o-", label="wall")
-    left.plot(members, [r["per_member_cpu"] for r in rows], "s--", label="CPU")
-    left.legend()
+    for measure in measures:
+        per_member, relative, style = keys[measure]
+        left.plot(members, [r[per_member] for r in rows], style, label=measure)
+        right.plot(members, [r[relative] for r in rows], style, label=measure)
     left.set(xscale="log", xlabel="members in the population", ylabel="s per 10k env steps per member")
-    left.set_ylim(bottom=0)
-    left.set_title("training wall time per member")
-    right.plot(members, [r["relative"] for r in rows], "o-", label="wall")
-    right.plot(members, [r["relative_cpu"] for r in rows], "s--", label="CPU")
-    right.legend()
+    left.set_title("training time per member")
     right.axhline(1.0, color="grey", linestyle=":")
-    right.set_ylim(bottom=0)
     right.set(xscale="log", xlabel="members in the population", ylabel="cost of a member / a run of one")
     right.set_title("one member's cost, relative")
     for axis in (left, right):
+        axis.legend()
+        axis.set_ylim(bottom=0)
         axis.set_xticks(members, [str(m) for m in members])
         axis.xaxis.set_minor_locator(ticker.NullLocator())
     figure.suptitle(f"DQN population on CartPole-v1 ({result['config']}, {result['steps']} steps, one CPU thread)")
