@@ -37,10 +37,9 @@ from launch.tracking import LocalTracker, clear_interrupted_writes, read_metrics
 from launch.wandb_recovery import has_cut_off_runs
 from networks import io
 from networks.errors import CheckpointError, ConfigError
-from networks.run_folder import CONFIG_FILE, checkpoint_stems
+from networks.run_folder import CONFIG_FILE, MEMBERS, checkpoint_stems
 
 POPULATION_FILE = "population.json"
-MEMBERS = "members"
 ENDED = ("done", "solved", "stopped", "diverged")  # a member's status once it stopped training
 
 

@@ -21,12 +21,12 @@ import yaml
 
 from agents.population import members as population_members
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
-from launch.population import MEMBERS, is_population, train_population
+from launch.population import is_population, train_population
 from launch.registry import trainer_module, with_env_factory
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
-from networks.run_folder import CONFIG_FILE, load_checkpoint  # noqa: F401 (launch.run.load_checkpoint)
+from networks.run_folder import CONFIG_FILE, MEMBERS, load_checkpoint  # noqa: F401 (launch.run.load_checkpoint)
 
 
 @dataclass

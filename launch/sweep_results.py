@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from launch.population import MEMBERS, POPULATION_FILE
+from launch.population import POPULATION_FILE
 from launch.sweep_config import SweepPlan
 from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE, member_result
 from launch.text import short
 from launch.tracking import checkpoint_stems
 from networks import io
+from networks.run_folder import MEMBERS
 
 # Statuses whose metric counts: ran to the end (or solved: stop_at_return), or stopped early by the scheduler. A
 # member that diverged is listed but not scored: its point misses that seed and ranks after complete points.

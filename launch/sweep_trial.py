@@ -257,7 +257,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     run_dir = plan.trials_dir / tune.get_context().get_trial_name()  # trial_label()
     reporter = None
     if plan.packed:
-        from launch.population import MEMBERS
+        from networks.run_folder import MEMBERS
 
         names = [name for name, _ in plan.members(config)]
         per_point = len(plan.settings.seeds)

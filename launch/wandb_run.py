@@ -17,7 +17,7 @@ from pathlib import Path
 from launch.config import TrackingConfig
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
-from networks.run_folder import CHECKPOINTS, newest_checkpoint
+from networks.run_folder import CHECKPOINTS, MEMBERS, newest_checkpoint
 
 INIT_TIMEOUT_S = 10.0  # online: how long wandb.init may try to reach the server (wandb's own default: 90 s)
 FINISH_TIMEOUT_S = 60.0  # online: how long the end of a run waits for W&B's upload; the rest is left to `wandb sync`
@@ -42,7 +42,7 @@ def start_wandb(run_dir: Path, tracking: TrackingConfig, config: dict):
             entity=tracking.entity,
             group=tracking.group,
             tags=list(tracking.tags),
-            name=run_dir.name,
+            name=run_name(run_dir),
             id=run_id,
             resume="allow",
             reinit="create_new",  # one independent run per call, beside any other this process holds
@@ -152,3 +152,11 @@ def _check_wandb_online(tracking: TrackingConfig) -> None:
         "online needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
         "use offline to record now and `wandb sync` later",
     )
+
+
+def run_name(run_dir: Path) -> str:
+    """The W&B run's name: the run folder's, and for a population's member `<population>/<member>`, so the members
+    of several populations (a packed sweep's trials) do not all show as `seed0` in one group."""
+    if run_dir.parent.name == MEMBERS:
+        return f"{run_dir.parent.parent.name}/{run_dir.name}"
+    return run_dir.name

@@ -22,9 +22,10 @@ from wandb_reader import history, offline_runs, run_config
 from agents.population import members
 from launch.cli import main
 from launch.config import load_config
-from launch.population import MEMBERS, POPULATION_FILE, Record, _Progress, resume_points
+from launch.population import POPULATION_FILE, Record, _Progress, resume_points
 from launch.report.data import find_runs, group_runs
 from launch.tracking import read_metrics
+from networks.run_folder import MEMBERS
 
 DLFORGE = str(Path(sys.executable).parent / "dlforge")
 TINY = {"kind": "dqn", "device": "cpu", **ROBUST_TINY["dqn"], "learning_rate": 5.0e-3}  # a few seconds per member
