@@ -34,15 +34,20 @@ def has_cut_off_runs(run_dir: Path) -> bool:
 
 
 def set_aside_interrupted(run_dir: Path, records: list[dict]) -> list[dict]:
-    """Move the offline runs of `run_dir` that never finished to wandb/interrupted/, and return those of
-    `records` (metrics.jsonl, cut back to the resume point) that the finished runs do not hold."""
+    """Move the offline runs of `run_dir` that never finished, or that hold steps past the resume point (a run
+    closed cleanly after its last checkpoint, e.g. a population member whose peers had saved less), to
+    wandb/interrupted/, and return those of `records` (metrics.jsonl, cut back to the resume point) that the kept
+    runs do not hold."""
     folder = Path(run_dir) / "wandb"
+    resume_point = max((record.get("step", -1) for record in records), default=-1)
     covered = -1
     for run in sorted(folder.glob("offline-run-*")):
         marker = run / CLOSED
         if marker.is_file():
-            covered = max(covered, int(json.loads(marker.read_text())["step"]))
-            continue
+            step = int(json.loads(marker.read_text())["step"])
+            if step <= resume_point:
+                covered = max(covered, step)
+                continue
         (folder / INTERRUPTED).mkdir(exist_ok=True)
         run.rename(folder / INTERRUPTED / run.name)
     return [record for record in records if record.get("step", -1) > covered]

@@ -86,3 +86,25 @@ def test_a_cleanly_closed_run_is_kept_and_nothing_is_replayed(tmp_path):
     runs = offline_runs(run_dir)
     assert [steps(path) for path in runs] == [list(range(1, 11)), list(range(11, 16))]
     assert all(ended(path) for path in runs) and not (run_dir / "wandb" / "interrupted").exists()
+
+
+def test_a_closed_run_holding_steps_past_the_resume_point_is_set_aside_and_replayed(tmp_path):
+    """A run closed cleanly at step 15 but resumed from its checkpoint at 10 (metrics.jsonl cut back to 10): the
+    closed run's steps 11-15 will be logged again, so it goes aside and the resumed run replays 1-10 first."""
+    from launch.tracking import truncate_metrics
+
+    run_dir = tmp_path / "run"
+    first = LocalTracker(run_dir, TrackingConfig(wandb="offline"))
+    for step in range(1, 16):
+        first.log({"x": float(step)}, step)
+    first.close()
+    truncate_metrics(run_dir / "metrics.jsonl", 10)
+    resumed = LocalTracker(run_dir, TrackingConfig(wandb="offline"), resume_step=10)
+    for step in range(11, 21):
+        resumed.log({"x": float(-step)}, step)
+    resumed.close()
+
+    (kept,) = offline_runs(run_dir)
+    assert steps(kept) == list(range(1, 21)) and ended(kept)
+    assert [row["x"] for row in history(kept)][10:] == [float(-step) for step in range(11, 21)]
+    assert len(list((run_dir / "wandb" / "interrupted").iterdir())) == 1
