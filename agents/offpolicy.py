@@ -50,7 +50,7 @@ from agents.replay import Replay
 from agents.schedules import Schedules, crossed
 from envs.evaluation import Policy, record_episode, run_episodes
 from networks import io
-from networks.errors import CheckpointError, TrainingDiverged
+from networks.errors import CheckpointError, ConfigError, TrainingDiverged
 from networks.interfaces import Tracker
 from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
 
@@ -75,7 +75,7 @@ class Learner(Protocol):
     """The learning half of an agent: online and target nets, the optimizer, and its training phase."""
 
     q_net: nn.Module
-    target_net: nn.Module
+    target_net: nn.Module | None  # None for an agent without one (pqn): its checkpoints hold no target_net
     optimizer: torch.optim.Optimizer
     meter: LossMeter
 
@@ -105,12 +105,51 @@ def make_eval_env(config) -> gym.vector.VectorEnv:
     return make_env(config, min(config.eval_episodes, MAX_EVAL_ENVS), config.seed, vectorization="sync")
 
 
+# The torch.optim options that `optimizer_kwargs` may set, per optimizer (the compiled Adam update reads these two).
+OPTIMIZER_OPTIONS = {
+    "adam": ("betas", "eps"),
+    "rmsprop": ("alpha", "eps", "momentum", "centered"),
+    "sgd": ("momentum", "nesterov"),
+}
+
+
 def make_optimizer(config, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    """`config.optimizer` at `config.learning_rate`, with torch's defaults unless `config.optimizer_kwargs` sets
+    one of OPTIMIZER_OPTIONS (checked by `check_optimizer_kwargs`)."""
+    options = dict(config.optimizer_kwargs)
+    if "betas" in options:
+        options["betas"] = tuple(options["betas"])
     if config.optimizer == "adam":  # the fused kernel: one call updates every parameter
-        return torch.optim.Adam(params, lr=config.learning_rate, fused=True)
+        return torch.optim.Adam(params, lr=config.learning_rate, fused=True, **options)
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.learning_rate, foreach=True)
-    return torch.optim.SGD(params, lr=config.learning_rate, foreach=True)
+        return torch.optim.RMSprop(params, lr=config.learning_rate, foreach=True, **options)
+    return torch.optim.SGD(params, lr=config.learning_rate, foreach=True, **options)
+
+
+def check_optimizer_kwargs(optimizer: str, options: dict[str, Any]) -> None:
+    """ConfigError naming `optimizer_kwargs.<key>` for an option `optimizer` lacks or a value torch would refuse."""
+    allowed = OPTIMIZER_OPTIONS[optimizer]
+    for key, value in options.items():
+        where = f"optimizer_kwargs.{key}"
+        if key not in allowed:
+            raise ConfigError(where, f"not an option of {optimizer}; allowed: {', '.join(allowed)}")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in ("centered", "nesterov") and not isinstance(value, bool):
+            raise ConfigError(where, f"must be true or false, got {value!r}")
+        if key == "betas" and not (
+            isinstance(value, list | tuple) and len(value) == 2 and all(_fraction(b) for b in value)
+        ):
+            raise ConfigError(where, f"must be two numbers in [0, 1), got {value!r}")
+        if key == "eps" and not (number and value > 0):
+            raise ConfigError(where, f"must be a number > 0, got {value!r}")
+        if key in ("alpha", "momentum") and not _fraction(value):
+            raise ConfigError(where, f"must be a number in [0, 1), got {value!r}")
+    if options.get("nesterov") and not options.get("momentum", 0) > 0:
+        raise ConfigError("optimizer_kwargs.nesterov", "needs momentum > 0")
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1
 
 
 def replay_options(config, device: torch.device) -> dict[str, Any]:
@@ -404,33 +443,33 @@ def run(
 
 
 def snapshot(learner: Learner, counters: Counters, rng: np.random.Generator, replay: Replay | None = None) -> dict:
-    """Everything a resume needs: networks, optimizer, counters, RNG states, and the replay when asked."""
-    tree = {
-        "q_net": learner.q_net.state_dict(),
-        "target_net": learner.target_net.state_dict(),
-        "optimizer": learner.optimizer.state_dict(),
-        "counters": asdict(counters),
-        "rng": rng_state(rng),
-    }
+    """Everything a resume needs: networks, optimizer, counters, RNG states, and the replay when asked. A learner
+    without a target net (`target_net` None: pqn) has no `target_net` key."""
+    tree = {"q_net": learner.q_net.state_dict()}
+    if learner.target_net is not None:
+        tree["target_net"] = learner.target_net.state_dict()
+    tree.update(optimizer=learner.optimizer.state_dict(), counters=asdict(counters), rng=rng_state(rng))
     if replay is not None:
         tree["replay"] = replay.state_dict()
     return tree
 
 
-def restore(tree: dict, learner: Learner, replay: Replay, rng: np.random.Generator, kind: str) -> Counters:
+def restore(tree: dict, learner: Learner, replay: Replay | None, rng: np.random.Generator, kind: str) -> Counters:
     """Undo `snapshot` in place; returns the counters. CheckpointError when the tree does not fit."""
-    missing = [key for key in ("q_net", "target_net", "optimizer", "counters", "rng") if key not in tree]
+    keys = ("q_net", "target_net", "optimizer", "counters", "rng")
+    missing = [key for key in keys if key not in tree and (key != "target_net" or learner.target_net is not None)]
     if missing:
         raise CheckpointError(f"checkpoint lacks {missing} (is it a {kind} run?)")
     io.load_module_state(learner.q_net, tree["q_net"], "q_net")
-    io.load_module_state(learner.target_net, tree["target_net"], "target_net")
+    if learner.target_net is not None:
+        io.load_module_state(learner.target_net, tree["target_net"], "target_net")
     io.load_optimizer_state(learner.optimizer, tree["optimizer"])
     try:
         counters = Counters(**tree["counters"])
     except TypeError as e:
         raise CheckpointError(f"counters: {e}") from None
     restore_rng_state(tree["rng"], rng)
-    if "replay" in tree:
+    if "replay" in tree and replay is not None:
         replay.load_state_dict(tree["replay"])
     return counters
 
