@@ -186,7 +186,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: 
         raise ConfigError(
             "run",
             f"{run_dir} is a '{spec.kind}' run, which has no evaluation; "
-            "eval works on agent runs (dqn, drqn, qlearning)",
+            "eval works on agent runs (dqn, drqn, qlearning, pqn)",
         )
     tree, meta, which = load_checkpoint(run_dir, which)
     video_path = run_dir / "videos" / f"eval-{which}-step{meta.get('step', 0)}.mp4" if video else None
