@@ -278,10 +278,14 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
 # --- evaluation -------------------------------------------------------------------------------------------
 
 
-def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
+def evaluate(
+    config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None, trajectories: bool = False
+) -> dict:
     """Greedy episodes with the checkpoint's Q-network; the same seed gives the same returns.
-    With `video_path`, also writes an mp4 of the first episode."""
-    return offpolicy.evaluate_checkpoint(config, tree, "dqn", build_q_network, greedy, episodes, seed, video_path)
+    With `video_path`, also writes an mp4 of the first episode; with `trajectories`, returns the episodes' steps."""
+    return offpolicy.evaluate_checkpoint(
+        config, tree, "dqn", build_q_network, greedy, episodes, seed, video_path, trajectories
+    )
 
 
 def evaluate_net(q_net: QNetwork, env: gym.vector.VectorEnv, episodes: int, seed: int, device: torch.device) -> dict:

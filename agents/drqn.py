@@ -260,8 +260,10 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
 # --- evaluation -------------------------------------------------------------------------------------
 
 
-def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
+def evaluate(
+    config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None, trajectories: bool = False
+) -> dict:
     """Greedy episodes with the checkpoint's network, its state reset at each episode start."""
     return offpolicy.evaluate_checkpoint(
-        config, tree, "drqn", build_q_network, RecurrentGreedy, episodes, seed, video_path
+        config, tree, "drqn", build_q_network, RecurrentGreedy, episodes, seed, video_path, trajectories
     )

@@ -494,6 +494,7 @@ def evaluate_checkpoint(
     episodes: int,
     seed: int,
     video_path: Path | None,
+    trajectories: bool = False,
 ) -> dict:
     """Greedy episodes with a checkpoint's Q-network (built by `build_q_network`, played by `greedy(q_net, device)`):
     see `play`."""
@@ -504,16 +505,22 @@ def evaluate_checkpoint(
         raise CheckpointError(f"checkpoint holds no 'q_net' (is it a {kind} run?)")
     io.load_module_state(q_net, tree["q_net"], "q_net")
     q_net.eval()
-    return play(config, env, lambda: greedy(q_net, device), episodes, seed, video_path)
+    return play(config, env, lambda: greedy(q_net, device), episodes, seed, video_path, trajectories)
 
 
 def play(
-    config, env: gym.vector.VectorEnv, policy: Callable[[], Policy], episodes: int, seed: int, video_path: Path | None
+    config,
+    env: gym.vector.VectorEnv,
+    policy: Callable[[], Policy],
+    episodes: int,
+    seed: int,
+    video_path: Path | None,
+    trajectories: bool = False,
 ) -> dict:
     """`episodes` episodes of a fresh `policy()` on `env` (sync, made by `make_env` with up to MAX_EVAL_ENVS envs;
     closed here), env i seeded seed + i: the same seed gives the same returns. With `video_path`, also writes an
-    mp4 of the first episode."""
-    result = run_episodes(env, policy(), episodes, seed)
+    mp4 of the first episode; with `trajectories`, returns the episodes' steps too (envs/evaluation.py)."""
+    result = run_episodes(env, policy(), episodes, seed, trajectories=trajectories)
     env.close()
     if video_path is not None:
         video_env = make_env(config, 1, seed, vectorization="sync", render_mode="rgb_array")

@@ -4,7 +4,8 @@
     action, state = policy.predict(obs, deterministic=True)   # obs as the env returns it: one, or a batch (N, ...)
     q = policy.q_values(obs)                                   # (A,) or (N, A)
 
-`run_dir` is any folder with a config.yaml and checkpoints/ (a run folder, or a downloaded W&B model artifact).
+`run_dir` is any folder with a config.yaml and checkpoints/ (a run folder, or a downloaded W&B model artifact); a
+network started from another run's encoder is built from the copy the folder keeps in pretrained/.
 dqn, pqn and qlearning policies have no state (`state` comes back None); drqn carries its LSTM/GRU state: pass back
 the state `predict` returned, with `episode_start` true where an episode begins (SB3's RecurrentPPO convention).
 An observation of the wrong shape is refused with a one-line ConfigError (a ValueError).
@@ -23,7 +24,7 @@ from torch import nn
 
 import envs
 from agents import dqn, drqn, pqn, qlearning
-from networks import io
+from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
 from networks.export_graph import ExportGraph
 from networks.run_folder import load_checkpoint, read_run_config
@@ -269,6 +270,7 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> 
         )
     config_cls, policy_cls = POLICIES[kind]
     config = from_dict(config_cls, {k: v for k, v in document.items() if k not in ("kind", "tracking")}, "")
+    pretrained.use_kept_copy(config, run_dir)  # a network started from another run builds from the run's copy
     tree, meta, which = load_checkpoint(Path(run_dir), checkpoint)
     return policy_cls(config, tree, meta, which, resolve_device(device))
 

@@ -197,16 +197,23 @@ def _restore(tree: dict, shape: tuple[int, int]) -> np.ndarray:
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
+def evaluate(
+    config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None, trajectories: bool = False
+) -> dict:
     """Greedy episodes with the saved table (ties broken by action order, so runs repeat exactly)."""
     env = make_env(config, 1, seed)
     shape = table_shape(env, config.env_id)
     env.close()
-    return _evaluate_table(config, _restore(tree, shape), episodes, seed, video_path)
+    return _evaluate_table(config, _restore(tree, shape), episodes, seed, video_path, trajectories)
 
 
 def _evaluate_table(
-    config: Config, q_table: np.ndarray, episodes: int, seed: int, video_path: Path | None = None
+    config: Config,
+    q_table: np.ndarray,
+    episodes: int,
+    seed: int,
+    video_path: Path | None = None,
+    trajectories: bool = False,
 ) -> dict:
     """`episodes` greedy episodes on sync envs seeded seed + i (agents/offpolicy.py `play`)."""
 
@@ -214,7 +221,7 @@ def _evaluate_table(
         return lambda obs: q_table[obs].argmax(axis=1)  # obs (n,) states -> (n,) actions, first best on ties
 
     env = make_env(config, min(episodes, MAX_EVAL_ENVS), seed, vectorization="sync")
-    return offpolicy.play(config, env, greedy, episodes, seed, video_path)
+    return offpolicy.play(config, env, greedy, episodes, seed, video_path, trajectories)
 
 
 # --- report -------------------------------------------------------------------------------------

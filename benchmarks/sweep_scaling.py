@@ -42,7 +42,8 @@ def main() -> None:
 
     from launch.config import from_dict, parse_config
     from launch.run import train_run
-    from launch.sweep import SweepConfig, plan_sweep, run_sweep
+    from launch.sweep import run_sweep
+    from launch.sweep_config import SweepConfig, plan_sweep
 
     out = Path(args.out or tempfile.mkdtemp(prefix="sweep-scaling-"))
     base = {

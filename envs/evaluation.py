@@ -7,6 +7,12 @@ first of them. The episodes are split across the envs as SB3's `evaluate_policy`
 `(episodes + i) // n`), so short episodes are not over-counted. `policy(obs (n, ...)) -> actions (n,)`; a policy
 with a state per env (a recurrent net's) also has `episode_start(starting (n,) bool)`, called before each step
 with the envs whose observation is the first of an episode, so it can reset their state there.
+
+`run_episodes(..., trajectories=True)` also returns the steps of the episodes it counted, flat, ordered as the
+returns: `obs` (N, *obs_shape), the observation each action was taken on; `actions` (N,); `rewards` (N,) float32;
+`dones` (N,) bool, true on the last step of each episode (terminated or truncated). The reset step that follows an
+episode's end (its action is ignored) is no step of any episode, so it is left out; so are the steps of episodes
+an env plays past its share while the others finish.
 """
 
 from __future__ import annotations
@@ -30,11 +36,15 @@ class StatefulPolicy(Protocol):
     def episode_start(self, starting: np.ndarray) -> None: ...
 
 
-def run_episodes(env: gym.vector.VectorEnv, policy: Policy, episodes: int, seed: int) -> dict:
-    """{"mean_return", "std_return", "episodes", "returns"}: the returns ordered by env, then episode."""
+def run_episodes(
+    env: gym.vector.VectorEnv, policy: Policy, episodes: int, seed: int, *, trajectories: bool = False
+) -> dict:
+    """{"mean_return", "std_return", "episodes", "returns"}: the returns ordered by env, then episode; with
+    `trajectories`, also "trajectories": the counted episodes' steps (see the module docstring)."""
     n = env.num_envs
     wanted = [(episodes + i) // n for i in range(n)]
     returns: list[list[float]] = [[] for _ in range(n)]
+    recorder = TrajectoryRecorder(n) if trajectories else None
     obs, _ = env.reset(seed=seed)
     stateful = isinstance(policy, StatefulPolicy)
     starting = np.ones(n, dtype=bool)  # envs whose obs starts an episode: after a reset, or a step after an end
@@ -42,18 +52,55 @@ def run_episodes(env: gym.vector.VectorEnv, policy: Policy, episodes: int, seed:
     while any(len(got) < want for got, want in zip(returns, wanted)):
         if stateful:
             policy.episode_start(starting)
-        obs, _, terminated, truncated, info = env.step(policy(obs))
-        starting, ended = ended, terminated | truncated
-        for i in np.flatnonzero(info.get("_episode", ())):
-            if len(returns[i]) < wanted[i]:
-                returns[i].append(float(info["episode"]["r"][i]))
+        actions = policy(obs)
+        next_obs, rewards, terminated, truncated, info = env.step(actions)
+        done = terminated | truncated
+        if recorder is not None:
+            recorder.add(~ended, obs, actions, rewards, done)  # where `ended`, this step was a reset step
+        obs, starting, ended = next_obs, ended, done
+        counted = [i for i in np.flatnonzero(info.get("_episode", ())) if len(returns[i]) < wanted[i]]
+        for i in counted:
+            returns[i].append(float(info["episode"]["r"][i]))
+        if recorder is not None:
+            recorder.end_episodes(ended, counted)
     flat = [r for per_env in returns for r in per_env]
-    return {
+    result = {
         "mean_return": float(np.mean(flat)),
         "std_return": float(np.std(flat)),
         "episodes": len(flat),
         "returns": flat,
     }
+    return result if recorder is None else {**result, "trajectories": recorder.arrays()}
+
+
+class TrajectoryRecorder:
+    """The steps of each env's episode under way; an episode's steps are kept when it ends and is counted."""
+
+    def __init__(self, n: int):
+        self.under_way: list[list[tuple]] = [[] for _ in range(n)]
+        self.kept: list[list[tuple]] = [[] for _ in range(n)]  # per env, its counted episodes' steps in order
+
+    def add(
+        self, acting: np.ndarray, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray
+    ) -> None:
+        """One vector step; `acting` (n,) bool leaves out the envs whose step was a reset step."""
+        for i in np.flatnonzero(acting):
+            self.under_way[i].append((np.array(obs[i]), actions[i], rewards[i], done[i]))
+
+    def end_episodes(self, ended: np.ndarray, counted: list[int]) -> None:
+        for i in counted:
+            self.kept[i] += self.under_way[i]
+        for i in np.flatnonzero(ended):
+            self.under_way[i] = []
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        obs, actions, rewards, dones = zip(*(step for per_env in self.kept for step in per_env))
+        return {
+            "obs": np.stack(obs),
+            "actions": np.asarray(actions),
+            "rewards": np.asarray(rewards, dtype=np.float32),
+            "dones": np.asarray(dones, dtype=bool),
+        }
 
 
 def record_episode(env: gym.vector.VectorEnv, policy: Policy, seed: int, path: Path) -> Path:

@@ -12,8 +12,9 @@ Image sources (the `data` config field):
   `register_env_factory(envs.make)`; without it `env:` data raise a ConfigError saying so.
 
 Sequence sources (`load_sequences`): `sines` (generated), or `npz:<path>` holding `sequences` (N, T, F), or a
-trajectory file with `obs` (N, F) and `dones` (N,) that is cut into windows of `seq_len` steps that stay inside
-one episode (the hook for trajectories saved by a DQN run).
+trajectory file with `obs` (N, ...) (each step's observation, flattened to F features) and `dones` (N,) (true on
+an episode's last step), as `dlforge eval RUN --save-trajectories PATH.npz` writes it (with `actions` and
+`rewards` (N,) beside them), cut into windows of `seq_len` steps that stay inside one episode.
 
 Train and test splits are fixed by the seed (stratified when there are labels).
 """
@@ -34,6 +35,7 @@ from networks.errors import ConfigError
 IMAGE_SOURCES = ("digits", "mnist5k", "npz:<path>", "folder:<path>", "env:<env_id>")
 NPZ_IMAGE_ARRAYS = ("x", "images", "samples")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+TRAJECTORY_ARRAYS = {"obs", "actions", "rewards", "dones"}  # `dlforge eval --save-trajectories`: one entry per step
 
 _env_factory: Callable | None = None
 
@@ -302,13 +304,30 @@ def _read_sequence_npz(path: Path, seq_len: int) -> np.ndarray:
             if x.ndim != 3:
                 raise ConfigError("data", f"npz 'sequences' has shape {x.shape}, expected (N, T, F)")
             return x
-        if "obs" in arrays.files and "dones" in arrays.files:
-            return trajectory_windows(arrays["obs"], arrays["dones"], seq_len)
+        if TRAJECTORY_ARRAYS & set(arrays.files):
+            return trajectory_windows(*_trajectory(arrays, path), seq_len)
         raise ConfigError(
             "data",
             f"npz file '{path}' has arrays {sorted(arrays.files)}; expected 'sequences' (N, T, F) "
             "or trajectories 'obs' (N, F) with 'dones' (N,)",
         )
+
+
+def _trajectory(arrays, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(obs, dones) of a trajectory file, once both are there and every trajectory array in it has one entry per
+    step."""
+    steps = {name: arrays[name] for name in sorted(TRAJECTORY_ARRAYS & set(arrays.files))}
+    missing = [name for name in ("obs", "dones") if name not in steps]
+    if missing:
+        raise ConfigError(
+            "data",
+            f"trajectory file '{path}' has no {' or '.join(map(repr, missing))} array; "
+            "trajectories need 'obs' (N, ...) and 'dones' (N,)",
+        )
+    if len({a.shape[0] if a.ndim else 0 for a in steps.values()}) != 1 or steps["dones"].ndim != 1:
+        shapes = ", ".join(f"{name} {a.shape}" for name, a in steps.items())
+        raise ConfigError("data", f"trajectory file '{path}' needs one entry per step in each array, got {shapes}")
+    return steps["obs"], steps["dones"]
 
 
 def trajectory_windows(obs: np.ndarray, dones: np.ndarray, seq_len: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from torch import nn
 
 from generative.common import restore_tree, spec_of
 from generative.gan import to_unit
+from networks import pretrained
 from networks.errors import ConfigError
 from networks.export_graph import ExportGraph
 from networks.run_folder import load_checkpoint, read_run_config
@@ -171,5 +172,6 @@ def load(run_dir: str | Path, checkpoint: str = "last") -> GenerativeModel:
         raise ConfigError("run", f"{message}; generative.load takes {', '.join(MODULES)} runs")
     module = importlib.import_module(MODULES[kind])
     config = from_dict(module.Config, {k: v for k, v in document.items() if k not in ("kind", "tracking")}, "")
+    pretrained.use_kept_copy(config, run_dir)  # a network started from another run builds from the run's copy
     tree, meta, _ = load_checkpoint(Path(run_dir), checkpoint)
     return GenerativeModel(kind, config, tree, meta)

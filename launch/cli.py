@@ -14,12 +14,6 @@ from pathlib import Path
 
 from networks.errors import CheckpointError, ConfigError
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep embedded Ray on loopback
-os.environ.setdefault("WANDB_SILENT", "true")
-# A W&B service inherited from a parent process (wandb sets WANDB_SERVICE for its children) would tie this
-# run's records to the parent's process; each dlforge process runs its own.
-os.environ.pop("WANDB_SERVICE", None)
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
@@ -46,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", choices=["best", "last"], default="best")
     ev.add_argument("--video", action="store_true", help="write an mp4 of the first episode")
     ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument(
+        "--save-trajectories",
+        metavar="PATH.npz",
+        help="write the episodes' obs, actions, rewards and dones (seq2seq_ae trains on them: data=npz:PATH.npz)",
+    )
 
     gen = sub.add_parser("generate", help="sample from a trained generator or VAE (autoencoders reconstruct)")
     gen.add_argument("run_dir")
@@ -81,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    # A W&B service inherited from a parent process (wandb sets WANDB_SERVICE for its children) would tie this
+    # run's records to the parent's process; each dlforge process runs its own.
+    os.environ.pop("WANDB_SERVICE", None)
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:  # `key=value` overrides may also follow the flags: `train cfg.yaml --out d lr=1e-3`
@@ -153,10 +156,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError("--episodes", f"must be >= 1, got {args.episodes}")
     result = evaluate_run(
-        Path(args.run_dir), episodes=args.episodes, which=args.checkpoint, seed=args.seed, video=args.video
+        Path(args.run_dir),
+        episodes=args.episodes,
+        which=args.checkpoint,
+        seed=args.seed,
+        video=args.video,
+        trajectories=args.save_trajectories,
     )
     if result.get("video"):
         print(f"video: {result['video']}")
+    if result.get("trajectories"):
+        print(f"trajectories: {result['trajectories']}")
     print(f"mean_return={result['mean_return']:.2f} std={result['std_return']:.2f} episodes={result['episodes']}")
     return 0
 

@@ -67,28 +67,38 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunSp
     return parse_config(apply_overrides(document, overrides), source=Path(path))
 
 
-def apply_overrides(document: dict, overrides: typing.Sequence[str]) -> dict:
-    """Return a copy of `document` with each `a.b.c=value` override applied (value parsed as YAML)."""
+def apply_overrides(document: dict, overrides: typing.Sequence[str] | typing.Mapping[str, Any]) -> dict:
+    """Return a copy of `document` with each override applied: `a.b.c=value` strings from the command line
+    (the value parsed as YAML), or a mapping of dotted keys to values (a sweep's overrides and sampled points).
+    Mappings on the way are created; a key that runs through a value that is not a mapping is refused."""
     document = _deep_copy(document)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError("override", f"expected key=value or key.sub=value, got '{item}'")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+    pairs = overrides.items() if isinstance(overrides, typing.Mapping) else map(_parse_override, overrides)
+    for key, value in pairs:
+        key = str(key)
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(key or "override", "expected a dotted key like a.b.c")
         node = document
-        parts = key.split(".")
-        for part in parts[:-1]:
+        *parents, leaf = key.split(".")
+        for part in parents:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
                 raise ConfigError(key, f"cannot set a sub-key: '{part}' holds {_kind_of(child)}, not a mapping")
             node = child
-        node[parts[-1]] = value
+        node[leaf] = value
     return document
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", value parsed as YAML; a value YAML cannot parse stays a string)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError("override", f"expected key=value or key.sub=value, got '{item}'")
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return key, raw
 
 
 def parse_config(document: dict, source: Path | None = None) -> RunSpec:

@@ -5,6 +5,7 @@
     config.yaml                  the run's config (kind and trainer fields)
     checkpoints/model.*          the weights (safetensors + JSON sidecar, `meta.evaluation` the fresh evaluation):
                                  the folder loads with `agents.load(DIR)` like a run folder
+    pretrained/<stem>.*          for a network started from another run's encoder: the run's copy of that checkpoint
     eval.json                    a fresh deterministic evaluation of the weights (returns per episode)
     replay.mp4                   the first evaluation episode
     policy.onnx                  observation -> (action, Q-values), as `dlforge export --format onnx`
@@ -24,7 +25,7 @@ from typing import Any
 import yaml
 
 from launch.registry import trainer_module
-from networks import io
+from networks import io, pretrained
 from networks.errors import ConfigError
 from networks.typed_config import to_dict
 
@@ -63,6 +64,10 @@ def write_hub_folder(policy: Any, target: Path, *, episodes: int, seed: int) -> 
             "checkpoint": policy.checkpoint,
         }
         io.save(staging / "checkpoints" / "model", weights, meta={**policy.checkpoint, "evaluation": evaluation})
+        network = getattr(policy.config, "network", None)
+        if isinstance(network, dict) and isinstance(network.get("init_from"), str) and network.get("sha256"):
+            kept = Path(network["init_from"])  # the run's pretrained/ copy: agents.load points the config at it
+            io.copy(kept, staging / pretrained.COPIES / kept.name)  # so the folder builds its network anywhere
         document = {"kind": policy.kind, **to_dict(policy.config)}
         io.atomic_write_text(staging / "config.yaml", yaml.safe_dump(document, sort_keys=False))
         io.atomic_write_text(staging / "eval.json", json.dumps(evaluation, indent=2))

@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
@@ -55,10 +58,7 @@ def load_run_spec(run_dir: str | Path, overrides: list[str] | tuple = ()) -> Run
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError("run", f"{run_dir} holds no dlforge run (no {CONFIG_FILE})")
     spec = parse_config(apply_overrides(read_yaml(run_dir / CONFIG_FILE), overrides), source=run_dir)
-    network = _pretrained_network(spec)
-    kept = pretrained.kept_copy(network, run_dir) if network else None
-    if kept is not None:
-        network["init_from"] = str(kept)
+    pretrained.use_kept_copy(spec.config, run_dir)
     return spec
 
 
@@ -178,20 +178,34 @@ def _source_checkpoint(init_from: str) -> Path:
     return source.resolve()
 
 
-def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: bool) -> dict:
+def evaluate_run(
+    run_dir: Path, *, episodes: int, which: str, seed: int, video: bool, trajectories: str | Path | None = None
+) -> dict:
+    """Evaluate a run's checkpoint into run_dir/eval.json. With `trajectories` (a .npz path), also write the
+    evaluated episodes' steps there: `obs`, `actions`, `rewards`, `dones` (envs/evaluation.py), the trajectory
+    file that seq2seq_ae reads (`data=npz:PATH`)."""
     spec = load_run_spec(run_dir)
     module = trainer_module(spec.kind)
     # Agents' evaluate(config, tree, *, episodes, ...); generative modules may have an unrelated `evaluate` helper.
-    if "episodes" not in inspect.signature(getattr(module, "evaluate", lambda: None)).parameters:
+    parameters = inspect.signature(getattr(module, "evaluate", lambda: None)).parameters
+    if "episodes" not in parameters:
         raise ConfigError(
             "run",
             f"{run_dir} is a '{spec.kind}' run, which has no evaluation; "
             "eval works on agent runs (dqn, drqn, qlearning, pqn)",
         )
+    if trajectories is not None:
+        trajectories = _trajectories_path(trajectories)
+        if "trajectories" not in parameters:
+            raise ConfigError("--save-trajectories", f"a '{spec.kind}' run's evaluation does not record trajectories")
     tree, meta, which = load_checkpoint(run_dir, which)
     video_path = run_dir / "videos" / f"eval-{which}-step{meta.get('step', 0)}.mp4" if video else None
-    result = module.evaluate(spec.config, tree, episodes=episodes, seed=seed, video_path=video_path)
+    options = {"trajectories": True} if trajectories is not None else {}
+    result = module.evaluate(spec.config, tree, episodes=episodes, seed=seed, video_path=video_path, **options)
     result = {**result, "checkpoint": which, "step": meta.get("step"), "seed": seed}
+    if trajectories is not None:
+        _write_npz(trajectories, result.pop("trajectories"), "--save-trajectories")
+        result["trajectories"] = str(trajectories)
     io.atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
     if video_path is not None and video_path.exists() and spec.tracking.wandb != "disabled":
         tracker = LocalTracker(run_dir, spec.tracking, config=spec.resolved, resume_step=10**18)
@@ -201,10 +215,29 @@ def evaluate_run(run_dir: Path, *, episodes: int, which: str, seed: int, video: 
     return result
 
 
+def _trajectories_path(path: str | Path) -> Path:
+    """A .npz path that can be written: checked before evaluating, so a refusal writes nothing."""
+    path = Path(path).expanduser()
+    if path.suffix != ".npz":
+        raise ConfigError("--save-trajectories", f"expected a .npz path, got '{path}'")
+    nearest = next(folder for folder in path.parents if folder.exists())  # the folder to write in, or to create it in
+    if path.is_dir() or not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError("--save-trajectories", f"cannot write '{path}': {nearest} is not a writable folder")
+    return path
+
+
+def _write_npz(path: Path, arrays: dict, field: str) -> None:
+    """`arrays` as a compressed npz at `path`, written atomically (its folder created)."""
+    buffer = BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    try:
+        io.atomic_write_bytes(path, buffer.getvalue())
+    except OSError as e:
+        raise ConfigError(field, f"cannot write '{path}' ({e.strerror})") from None
+
+
 def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
     """Samples (or reconstructions) as a grid PNG, or raw (N, C, H, W) in [0, 1] as `samples` in an npz."""
-    import numpy as np
-
     from launch.tracking import save_png
 
     spec = load_run_spec(run_dir)
@@ -225,7 +258,7 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
         raise ConfigError("--out", f"cannot create the folder for {path} ({e.strerror})") from None
     samples = np.asarray(module.generate(spec.config, tree, n=n, seed=seed), dtype=np.float32)
     if path.suffix == ".npz":
-        np.savez_compressed(path, samples=samples)
+        _write_npz(path, {"samples": samples}, "--out")
     else:
         from generative.images import grid
 

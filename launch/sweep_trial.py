@@ -1,18 +1,19 @@
-"""What runs inside a sweep trial's Ray worker: the trial function and the tracker that reports to Tune.
+"""What runs inside a sweep trial's Ray worker: Tune's function trainable and the tracker that reports to Tune.
 
-A trial is `launch.run.train_run`, the function behind `dlforge train`, with a `TuneTracker`: a LocalTracker
-(metrics.jsonl, W&B, checkpoints in the run folder) that also sends the latest metrics to Tune whenever the
-sweep metric is logged, with a pointer to each checkpoint. Tune's scheduler (ASHA) stops a trial by raising
-SystemExit from `tune.report`; the run folder and the W&B run are closed on the way out, and the worker
-waits for that before it goes (see `trainable`).
+A trial is `launch.run.train_run`, the function behind `dlforge train`, run on one spec into one run folder,
+with a `TuneTracker`: a LocalTracker (metrics.jsonl, W&B, checkpoints in the run folder) that also sends the
+latest metrics to Tune whenever the sweep metric is logged, with a pointer to each checkpoint. A retry, or a
+trial continued by `dlforge sweep --resume`, picks its run folder up from the newest checkpoint; a trial that
+had already finished reports what it recorded and trains nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import re
+import os
 import sys
 import tempfile
 import time
@@ -20,16 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launch.config import TrackingConfig, parse_config
-from launch.tracking import LocalTracker
+from launch.tracking import LocalTracker, read_metrics
+from launch.wandb_recovery import has_cut_off_runs
 from networks import io
 from networks.errors import ConfigError
 
 if TYPE_CHECKING:
-    from launch.sweep import SweepPlan
+    from launch.sweep_config import SweepPlan
 
-CLOSE_TIMEOUT_S = 60  # how long a stopped trial's process waits for its W&B run to finish
+CLOSE_TIMEOUT_S = 60  # how long a process kept for the next trial waits for the stopped trial to close its W&B run
 CONFIG_ERROR = "dlforge/config_error"  # a trial reports this (and stops the sweep) on bad input
-TRIAL_FILE = "trial.json"  # in a trial's run folder: {"status": "done" | "stopped", "step", "train_s", "cpu_s"}
+TRIAL_FILE = "trial.json"  # in a trial's run folder, once it ends: status, steps, seconds and its last report
 
 
 class TuneTracker(LocalTracker):
@@ -40,11 +42,16 @@ class TuneTracker(LocalTracker):
         super().__init__(run_dir, tracking, **kwargs)
         self.metric = metric
         self.total_steps = kwargs.get("total_steps")
-        self.step = 0
+        self.step = kwargs.get("resume_step") or 0
+        self.start_step = self.step
         self.reported_step: int | None = None
+        self.last_report: dict[str, float] = {}
         self.stopped = False  # Tune's scheduler (ASHA) stopped this trial
         self._numbers: dict[str, float] = {}
         self._pending_checkpoint: Path | None = None
+        if kwargs.get("resume_step") is not None:  # the latest values logged before the checkpoint
+            for record in read_metrics(self.run_dir / "metrics.jsonl"):
+                self._numbers.update(_numbers({k: v for k, v in record.items() if k != "step"}))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         super().log(metrics, step)
@@ -83,6 +90,7 @@ class TuneTracker(LocalTracker):
         payload = {**self._numbers, "step": self.step}
         stem, self._pending_checkpoint = self._pending_checkpoint, None
         self.reported_step = self.step
+        self.last_report = payload
         if stem is None:
             self._send(payload, None)
             return
@@ -115,45 +123,68 @@ class TuneTracker(LocalTracker):
             self.report(final=True)
 
 
-def run_trial(plan: SweepPlan, params: dict) -> None:
-    """One trial: the trial's config, trained by `train_run` into its run folder."""
+def run_trial(config: dict, plan: SweepPlan) -> None:
+    """Tune's function trainable: the point `config` (sampled values and seed) of `plan`, trained into
+    the run folder named after this trial."""
     from ray import tune
 
     from launch import registry
-    from launch.run import train_run
 
     for kind, module in plan.trainers.items():  # kinds the driver knows (plugins, tests) resolve here too
         registry.TRAINERS.setdefault(kind, module)
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint otherwise
+    wait_for_stopped_trials()
     run_dir = plan.trials_dir / tune.get_context().get_trial_name()  # trial_label()
+    try:
+        train_trial(plan.trial_document(config), run_dir, metric=plan.settings.metric)
+    except ConfigError as e:
+        # Bad input is not worth a retry: tell the driver, which ends the sweep with exit code 2.
+        tune.report({plan.settings.metric: math.nan, CONFIG_ERROR: str(e), "step": 0})
+
+
+def train_trial(document: dict, run_dir: Path, *, metric: str) -> None:
+    """Train the config `document` into `run_dir`, reporting `metric` to Tune as it goes.
+
+    A run folder that holds a checkpoint is continued from it (a retry, or `dlforge sweep --resume`); one
+    whose trial finished reports its recorded last result again and trains nothing."""
+    from ray import tune
+
+    with _sole_writer(run_dir):
+        finished = _finished(run_dir)
+        if finished is not None:
+            tune.report(finished["report"])
+            return
+        _train(parse_config(document), run_dir, metric)
+
+
+def _train(spec, run_dir: Path, metric: str) -> None:
+    from launch.run import train_run
+
     trackers: list[TuneTracker] = []
 
     def make_tracker(run_dir, tracking, **kwargs):
-        trackers.append(TuneTracker(run_dir, tracking, metric=plan.settings.metric, **kwargs))
+        trackers.append(TuneTracker(run_dir, tracking, metric=metric, **kwargs))
         return trackers[-1]
 
     status = None
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
-        spec = parse_config(plan.trial_document(params))
-        # A retry (or --resume) continues the run folder from its newest checkpoint.
         train_run(spec, run_dir, resume=run_dir.exists(), tracker_factory=make_tracker)
         status = "done"
         trackers[-1].final_report()
     except SystemExit:  # Tune ended the trial: its scheduler (ASHA), or the sweep being interrupted
         status = status or "stopped"
         raise
-    except ConfigError as e:
-        # Bad input is not worth a retry: tell the driver, which ends the sweep with exit code 2.
-        tune.report({plan.settings.metric: math.nan, CONFIG_ERROR: str(e), "step": 0})
     finally:
-        if status and run_dir.exists():
-            step = trackers[-1].step if trackers else None
+        if status and trackers and run_dir.exists():
+            tracker = trackers[-1]
             record = {
                 "status": status,
-                "step": step,
+                "step": tracker.step,
+                "start_step": tracker.start_step,  # the checkpoint this attempt continued from (0: a fresh start)
                 "train_s": round(time.perf_counter() - start, 3),  # wall seconds in train_run
                 "cpu_s": round(time.process_time() - cpu_start, 3),  # CPU seconds of this process meanwhile
+                "report": tracker.last_report,  # what Tune was told last
             }
             io.atomic_write_text(run_dir / TRIAL_FILE, json.dumps(record))
         # The run is finished (train_run closed it); stop W&B's service now, while this process is
@@ -165,38 +196,64 @@ def run_trial(plan: SweepPlan, params: dict) -> None:
             torch.cuda.empty_cache()  # the process may run the next trial; give a shared GPU its memory back
 
 
-def trial_label(sweep_name: str, trial_id: str) -> str:
-    """A trial's name, Tune folder, run folder and W&B run name: `<sweep>-003` for grid and random
-    trials (Tune id `ab12c_00003`), `<sweep>-<id>` for the ids a search algorithm draws."""
-    counted = re.fullmatch(r"[0-9a-f]+_(\d+)", trial_id)
-    return f"{sweep_name}-{int(counted[1]):03d}" if counted else f"{sweep_name}-{trial_id}"
+@contextlib.contextmanager
+def _sole_writer(run_dir: Path):
+    """One process at a time trains a trial's run folder. A worker of a killed driver can live on for a few
+    seconds, and a resumed sweep may start the trial again meanwhile: the second waits for the first to go."""
+    import fcntl
 
-
-def trainable(plan: SweepPlan):
-    """Tune's function trainable for `run_trial`, whose actor waits for the trial to close its W&B run.
-
-    Tune stops a function trial by raising SystemExit in the training thread and then ending the actor
-    without waiting for that thread; W&B would lose the run (seen here: an empty .wandb file). So
-    `cleanup` joins the thread, whose `finally` blocks finish the run, before the actor goes.
-    """
-    import functools
-
-    from ray.train._internal.session import get_session
-    from ray.tune.trainable.function_trainable import wrap_function
-
-    base = wrap_function(functools.partial(run_trial, plan), name="dlforge_trial")
-
-    class DlforgeTrial(base):
-        def cleanup(self):
-            session = get_session()
-            thread = getattr(session, "training_thread", None)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(f".{run_dir.name}.lock"), "a+") as lock:
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        while True:
             try:
-                super().cleanup()
-            finally:
-                if thread is not None and thread.is_alive():
-                    thread.join(timeout=CLOSE_TIMEOUT_S)
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:  # Tune retries the trial (max_failures)
+                    raise RuntimeError(f"{run_dir} is still being trained by another process") from None
+                time.sleep(0.5)
+        yield
 
-    return DlforgeTrial
+
+def _finished(run_dir: Path) -> dict | None:
+    """The trial record of a trial that ran to its end, else None."""
+    try:
+        record = json.loads((run_dir / TRIAL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("status") == "done" and record.get("report") else None
+
+
+def wait_for_stopped_trials() -> None:
+    """Let a process that Tune keeps for the next trial wait until the trial it stopped has closed its run.
+
+    The one place that leans on how Tune runs function trials rather than on its API (pyproject bounds ray to
+    the versions checked; tests/test_sweep.py pins it). Tune stops a trial (ASHA, the sweep ending, Ctrl+C) by
+    raising SystemExit from `tune.report` in the trial's thread and does not wait for the thread to close:
+    - a process kept for the next trial waits TUNE_FUNCTION_THREAD_TIMEOUT_S (Tune's setting, 2 s by default)
+      and fails the next trial if the stopped one is still closing its W&B run: raised here to CLOSE_TIMEOUT_S;
+    - a process let go is ended with its placement group at once, often before W&B has finished: the driver
+      then finishes that W&B run from the run folder (`finish_cut_off_wandb`).
+    """
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(CLOSE_TIMEOUT_S)
+
+
+def finish_cut_off_wandb(run_dir: Path) -> bool:
+    """Finish, from the run folder, an offline W&B run that the trial's process could not finish (Ray ended it
+    while it closed, or it was killed): the cut-off run is set aside and a resumed one holds every step of
+    metrics.jsonl and the summary. Only for trials whose process is gone. True if a run was finished here."""
+    from launch.run import load_run_spec
+
+    if not has_cut_off_runs(run_dir):
+        return False
+    spec = load_run_spec(run_dir)
+    steps = [record["step"] for record in read_metrics(run_dir / "metrics.jsonl")]
+    tracker = LocalTracker(run_dir, spec.tracking, config=spec.resolved, resume_step=max(steps, default=0))
+    summary_path = run_dir / "summary.json"
+    tracker.summary(json.loads(summary_path.read_text()) if summary_path.is_file() else {})  # starts W&B
+    tracker.close()
+    return True
 
 
 def _numbers(metrics: dict) -> dict[str, float]:

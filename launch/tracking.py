@@ -26,6 +26,7 @@ import numpy as np
 
 from launch.config import TrackingConfig
 from launch.text import slug
+from launch.wandb_recovery import mark_closed, set_aside_interrupted
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError, TrainingDiverged
 from networks.run_folder import CHECKPOINTS, checkpoint_stems, load_latest, newest_checkpoint  # noqa: F401 (kept names)
@@ -76,12 +77,15 @@ class LocalTracker:
         self._latest: dict[str, float] = {}
         self._checkpointed = False  # this process saved a checkpoint: the run trained, and ends with artifacts
         self._sent = {"rows": 0, "last_step": None, "media": 0, "model artifacts": 0}  # handed to W&B
+        self._backlog: list[dict] = []  # records a crash kept from W&B, logged first when W&B starts
         _check_wandb_online(self.tracking)
         if self.tracking.wandb == "online":
             self._wandb()  # an unreachable server stops the run now, not after its first minutes of training
         metrics_path = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
             truncate_metrics(metrics_path, resume_step)
+            if self.tracking.wandb == "offline":
+                self._backlog = set_aside_interrupted(self.run_dir, read_metrics(metrics_path))
         elif metrics_path.exists():
             metrics_path.unlink()
         self._metrics = metrics_path.open("a", buffering=1)
@@ -178,6 +182,9 @@ class LocalTracker:
             # finish() can return before the service has written the run file; teardown waits for it,
             # so the offline run is complete on disk when close() returns (tests read it right away).
             wandb.teardown()
+            if self.tracking.wandb == "offline":
+                steps = [record["step"] for record in read_metrics(self.run_dir / "metrics.jsonl")]
+                mark_closed(Path(self._wandb_run.dir).parent, max(steps, default=-1))
         if unsent:
             print(
                 f"warning: W&B could not send all of this run (metrics.jsonl is complete): {'; '.join(unsent)}",
@@ -189,6 +196,9 @@ class LocalTracker:
     def _wandb(self):
         if self._wandb_run is None:
             self._wandb_run = start_wandb(self.run_dir, self.tracking, self.config)
+            for record in self._backlog:
+                self._wandb_run.log({"global_step": record["step"], **{k: v for k, v in record.items() if k != "step"}})
+            self._backlog = []
         return self._wandb_run
 
 

@@ -7,7 +7,8 @@ names the checkpoint stem (launch/ turns a run folder into its newest checkpoint
 
 A run keeps its own copy of that checkpoint in `<run>/pretrained/<stem name>`, and its config records
 `init_from` (where the weights came from) and `sha256` (the checkpoint's checksum, which the copy shares),
-so the run never reads another run's files again. `kept_copy` finds the copy; a spec with `sha256` only
+so the run never reads another run's files again. `kept_copy` finds the copy, `use_kept_copy` points a loaded
+run's config at it (launch, agents.load and generative.load all read runs through it); a spec with `sha256` only
 builds from a checkpoint with that checksum.
 """
 
@@ -36,6 +37,16 @@ def kept_copy(spec: Mapping[str, Any], run_dir: str | Path) -> Path | None:
         return None
     stem = Path(run_dir) / COPIES / Path(init_from).name
     return stem if stem.with_name(stem.name + ".json").is_file() else None
+
+
+def use_kept_copy(config: Any, run_dir: str | Path) -> None:
+    """Point `config.network`, when it takes a part from another run's checkpoint, at `run_dir`'s own copy of that
+    checkpoint (in place), so the run builds the same network wherever its folder is: a run folder whose source
+    run is gone, or a downloaded artifact (config.yaml, checkpoints/, pretrained/) on another machine."""
+    network = getattr(config, "network", None)
+    kept = kept_copy(network, run_dir) if isinstance(network, dict) else None
+    if kept is not None:
+        network["init_from"] = str(kept)
 
 
 def check_checksum(init_from: str | Path, pinned: Any, field: str = "network") -> str:

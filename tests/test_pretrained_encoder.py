@@ -4,10 +4,12 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
+import agents
 from launch.cli import main
 from launch.tracking import checkpoint_stems, load_latest
 
@@ -116,3 +118,35 @@ def test_a_checkpoint_other_than_the_recorded_one_is_refused(autoencoder, tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: network.sha256: ") and "not the abababababab..." in err and "\n" not in err
     assert not (tmp_path / "pinned").exists()
+
+
+def test_agents_load_builds_from_the_kept_copy_in_a_run_an_artifact_and_a_hub_folder(autoencoder, tmp_path):
+    ae_dir, ae_encoder = autoencoder
+    source = tmp_path / "source"
+    shutil.copytree(ae_dir, source)
+    network = f"network={{init_from: {source}, part: encoder, freeze: true}}"
+    argv = ["train", str(REPO / "configs/dqn/cartpole-zoo.yaml"), *DQN, network, "--out", str(tmp_path)]
+    assert main([*argv, "--name", "dqn"]) == 0
+    run_dir = tmp_path / "dqn"
+    shutil.rmtree(source)  # config.yaml still names the source; only the run's pretrained/ copy is left
+
+    policy = agents.load(run_dir, checkpoint="last")
+    encoder = {k.removeprefix("encoder."): v for k, v in policy.q_net.state_dict().items() if k.startswith("encoder.")}
+    assert all(torch.equal(encoder[k], ae_encoder[k]) for k in ae_encoder)
+    obs = np.stack([policy.observation_space.sample() for _ in range(3)])
+    actions, state = policy.predict(obs)
+    assert actions.shape == (3,) and state is None and ((actions >= 0) & (actions < policy.action_space.n)).all()
+
+    hub = tmp_path / "hub"
+    assert main(["export", str(run_dir), "--format", "hub", "--out", str(hub), "--episodes", "1"]) == 0
+    artifact = tmp_path / "downloaded"  # what a W&B model artifact holds, elsewhere: no source, no run folder
+    for part in ("checkpoints", "pretrained"):
+        shutil.copytree(run_dir / part, artifact / part)
+    shutil.copy(run_dir / "config.yaml", artifact / "config.yaml")
+    expected = policy.q_values(obs)
+    shutil.rmtree(run_dir)
+    again = agents.load(artifact, checkpoint="last")
+    assert again.config.network["init_from"] == str(artifact / "pretrained" / checkpoint_stems(ae_dir)[0].name)
+    np.testing.assert_array_equal(again.q_values(obs), expected)
+    np.testing.assert_array_equal(again.predict(obs)[0], actions)
+    np.testing.assert_array_equal(agents.load(hub).q_values(obs), expected)  # the Hub folder carries the copy too

@@ -1,4 +1,5 @@
-"""Reliable statistics in `dlforge report`: figures worked out by hand, agreement with rliable, narrowing intervals."""
+"""Reliable statistics in `dlforge report`: figures worked out by hand, agreement with rliable, narrowing intervals,
+reproducible bootstraps."""
 
 from __future__ import annotations
 
@@ -51,17 +52,20 @@ def test_performance_profile_by_hand():
     assert found["low"][0] == found["high"][0] == 1.0  # every resample of these runs scores above 0
 
 
-def test_each_replicate_is_the_rliable_function_of_that_resample():
-    rng = np.random.default_rng(0)
-    scores = rng.normal(size=(7, 3))
-    samples = stats.stratified_replicates(scores, 50, rng)
-    for task in range(3):  # stratified: a task's resample only holds that task's runs
-        assert set(samples[:, :, task].ravel()) <= set(scores[:, task])
-    np.testing.assert_allclose(stats.iqm_of(samples), [metrics.aggregate_iqm(s) for s in samples])
-    np.testing.assert_allclose(stats.mean_of(samples), [metrics.aggregate_mean(s) for s in samples])
-    other = stats.stratified_replicates(rng.normal(size=(5, 3)).round(1), 50, rng)
-    expected = [metrics.probability_of_improvement(a, b) for a, b in zip(samples.round(1), other)]
-    np.testing.assert_allclose(stats.improvement_of(samples.round(1), other), expected)
+def test_iqm_per_step_is_rliables_iqm_at_each_step():
+    scores = np.random.default_rng(0).normal(size=(7, 3, 5))  # (runs, tasks, steps)
+    expected = [metrics.aggregate_iqm(scores[..., step]) for step in range(5)]
+    np.testing.assert_allclose(stats.iqm_per_step(scores), expected)
+
+
+def test_same_seed_same_intervals_and_numpy_left_as_it_was():
+    scores = np.random.default_rng(2).normal(size=(6, 1))
+    np.random.seed(7)
+    before = np.random.get_state()[1].copy()
+    first, second = stats.aggregates(scores, reps=200), stats.aggregates(scores, reps=200)
+    assert first == second
+    assert first != stats.aggregates(scores, reps=200, seed=1)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # the global generator is put back
 
 
 def test_intervals_narrow_with_more_seeds():
@@ -73,6 +77,18 @@ def test_intervals_narrow_with_more_seeds():
     (iqm5, mean5), (iqm20, mean20), (iqm80, mean80) = widths
     assert iqm5 > iqm20 > iqm80 and mean5 > mean20 > mean80
     assert mean80 == pytest.approx(2 * 1.96 * 20 / np.sqrt(80), rel=0.25)  # about the normal-theory width
+
+
+def test_iqm_curve_takes_each_run_from_its_first_evaluation(tmp_path):
+    root = tmp_path / "runs"
+    agent_run(root, "s0", lr=0.1, seed=0, returns={1000: 10.0, 2000: 20.0, 3000: 30.0})
+    agent_run(root, "s1", lr=0.1, seed=1, returns={1000: 30.0, 2000: 40.0})  # stopped early: 40 carried to 3000
+    agent_run(root, "s2", lr=0.1, seed=2, returns={2000: 80.0, 3000: 90.0})  # evaluated first at 2000
+    (group,) = group_runs(find_runs([root]))
+    curve = stats.iqm_curve(group, reps=100)
+    assert curve["steps"] == [1000.0, 2000.0, 3000.0]
+    assert curve["iqm"] == pytest.approx([20.0, (20 + 40 + 80) / 3, (30 + 40 + 90) / 3])  # 3 runs: IQM = mean
+    assert all(low <= iqm <= high for low, iqm, high in zip(curve["low"], curve["iqm"], curve["high"]))
 
 
 def test_report_has_reliable_tables_and_plots(tmp_path):
@@ -109,3 +125,13 @@ def test_report_has_reliable_tables_and_plots(tmp_path):
     assert "Reliable statistics: final eval/mean_return" in page and "P(X &gt; Y)" in page
     assert "490 [" in page  # the IQM with its interval in the table
     assert "exponential moving average (weight 0.8)" in page
+
+
+def test_improvement_probability_is_rliables_ties_included():
+    rng = np.random.default_rng(0)
+    for x, y in [
+        (rng.normal(size=(5, 3)), rng.normal(size=(7, 3))),
+        (rng.integers(0, 4, size=(6, 2)).astype(float), rng.integers(0, 4, size=(4, 2)).astype(float)),
+        (np.full((3, 1), 500.0), np.full((3, 1), 500.0)),
+    ]:
+        assert stats.improvement_probability(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))

@@ -7,6 +7,7 @@ trainer that learns nothing) makes ASHA, retries and the metric check fast and d
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,8 @@ def cluster():
 
 def sweep(tmp_path, overrides=(), **settings):
     from launch.config import from_dict
-    from launch.sweep import SweepConfig, plan_sweep, run_sweep
+    from launch.sweep import run_sweep
+    from launch.sweep_config import SweepConfig, plan_sweep
 
     plan = plan_sweep(from_dict(SweepConfig, settings, ""), list(overrides), out=tmp_path, name="s")
     return run_sweep(plan)
@@ -141,7 +143,8 @@ def test_a_trial_that_crashes_once_is_retried_and_one_that_always_fails_is_repor
 
 def test_a_metric_the_trainer_never_reports_ends_the_sweep_as_bad_input(cluster, tmp_path):
     from launch.config import from_dict
-    from launch.sweep import SweepConfig, plan_sweep, run_sweep
+    from launch.sweep import run_sweep
+    from launch.sweep_config import SweepConfig, plan_sweep
 
     # A trainer that declares no METRICS is checked when its first trial ends (sweeptest declares
     # them, so the check at load time is skipped here by naming the metric after planning).
@@ -169,3 +172,36 @@ def test_optuna_search_repeats_each_point_per_seed(cluster, tmp_path):
         points.setdefault(row["params"]["quality"], set()).add(row["params"]["seed"])
     assert list(points.values()) == [{0, 1}, {0, 1}]
     assert all(math.isfinite(row["eval/score"]) for row in outcome.rows)
+
+
+def test_tune_ends_a_stopped_trial_without_waiting_for_it_to_close(cluster, tmp_path):
+    """Pins the Tune behaviour that `wait_for_stopped_trials` and `finish_cut_off_wandb` deal with. Tune stops
+    these trials after two reports (as ASHA would), and each takes 5 s to close (as a W&B run can on a busy
+    machine). The first trial's process is kept for the second, which waits TUNE_FUNCTION_THREAD_TIMEOUT_S for
+    that close: long enough once raised (at Tune's default of 2 s the process cannot be reused, and with Ray
+    2.60 the sweep then hung). The last trial's process is let go at the end and ended before its close is
+    through: the driver finishes such a W&B run from the run folder."""
+    from ray import tune
+
+    from launch.sweep_trial import wait_for_stopped_trials
+
+    def trial(config):
+        wait_for_stopped_trials()
+        try:
+            while True:
+                tune.report({"score": 1.0})
+        finally:
+            time.sleep(5)
+            Path(config["marker"]).write_text("closed\n")
+
+    markers = [tmp_path / f"closed-{i}" for i in range(2)]
+    grid = tune.Tuner(
+        trial,
+        param_space={"marker": tune.grid_search([str(m) for m in markers])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), stop={"training_iteration": 2}, verbose=0),
+    ).fit()
+    time.sleep(8)  # longer than a close: a close still under way has ended by now
+    assert [r.error for r in grid] == [None, None]
+    assert markers[0].exists()  # the kept process waited for the first trial's close
+    assert not markers[1].exists()  # if this fails, Tune now waits for a stopped trial: finish_cut_off_wandb can go

@@ -1,14 +1,17 @@
 """Sweep configs: validation with one-line errors, and their translation into Tune's terms (no cluster)."""
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from launch.config import from_dict
+from launch.config import apply_overrides, from_dict
 from launch.registry import TRAINERS
-from launch.sweep import SweepConfig, load_sweep, parse_dimension, plan_sweep, set_dotted, trial_label, tune_search
+from launch.sweep_config import SweepConfig, load_sweep, parse_dimension, plan_sweep, trial_label
+from launch.sweep_tune import tune_search
 from networks.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,18 +167,16 @@ def test_search_space_in_tune_terms(tmp_path):
 
 
 def test_nested_keys_and_trial_labels():
-    document = {"network": {"type": "mlp"}}
-    set_dotted(document, "network.hidden", [64])
-    set_dotted(document, "optim.lr", 0.1)
+    document = apply_overrides({"network": {"type": "mlp"}}, {"network.hidden": [64], "optim.lr": 0.1})
     assert document == {"network": {"type": "mlp", "hidden": [64]}, "optim": {"lr": 0.1}}
     with pytest.raises(ConfigError, match="^network.type.x: cannot set a sub-key"):
-        set_dotted(document, "network.type.x", 1)
+        apply_overrides(document, {"network.type.x": 1})
     assert trial_label("s", "ab12c_00003") == "s-003"
     assert trial_label("s", "5ac65c47") == "s-5ac65c47"  # ids drawn by a search algorithm
 
 
 def test_unreachable_address_fails_fast_without_ray(tmp_path):
-    from launch.sweep import connect
+    from launch.sweep_cluster import connect
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -187,3 +188,9 @@ def test_unreachable_address_fails_fast_without_ray(tmp_path):
         connect("nowhere", swept)
     with pytest.raises(ConfigError, match=r"^--address: Ray Client \(ray://\)"):
         connect("ray://127.0.0.1:10001", swept)
+
+
+def test_the_sweep_config_and_the_driver_import_without_ray():
+    code = "import sys, launch.sweep_config, launch.sweep; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
