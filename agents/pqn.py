@@ -271,7 +271,11 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
 # --- evaluation -------------------------------------------------------------------------------------------
 
 
-def evaluate(config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None) -> dict:
+def evaluate(
+    config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None, trajectories: bool = False
+) -> dict:
     """Greedy episodes with the checkpoint's Q-network; the same seed gives the same returns.
-    With `video_path`, also writes an mp4 of the first episode."""
-    return offpolicy.evaluate_checkpoint(config, tree, "pqn", build_q_network, dqn.greedy, episodes, seed, video_path)
+    With `video_path`, also writes an mp4 of the first episode; with `trajectories`, returns the episodes' steps."""
+    return offpolicy.evaluate_checkpoint(
+        config, tree, "pqn", build_q_network, dqn.greedy, episodes, seed, video_path, trajectories
+    )
