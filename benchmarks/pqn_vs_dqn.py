@@ -2,6 +2,7 @@
 
     python -P benchmarks/pqn_vs_dqn.py all --json /tmp/pqn_vs_dqn.json     # the three parts below, in one run
     python -P benchmarks/pqn_vs_dqn.py solve --seeds 0 1 2                   # one part, fewer seeds
+    python -P benchmarks/pqn_vs_dqn.py report --results a.json b.json        # the tables again, from saved runs
 
 Parts:
 - solve: CartPole-v1, configs/dqn/cartpole.yaml against configs/pqn/cartpole.yaml, each until a 10-episode greedy
@@ -195,17 +196,24 @@ def uptime() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["all", "solve", "budget", "minatar"])
+    parser.add_argument("part", choices=["all", "solve", "budget", "minatar", "report"])
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 10 / 5 / 3 seeds per part")
     parser.add_argument("--seconds", type=float, default=240.0, help="budget: training wall time per run")
     parser.add_argument("--steps", type=int, default=100_000, help="minatar: agent steps per run")
     parser.add_argument("--json", type=Path, default=None, help="also write every run's result here")
+    parser.add_argument("--results", nargs="+", type=Path, default=[], help="report: --json files of earlier runs")
     parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=AGENTS, help="default: both")
     parser.add_argument("--games", nargs="+", default=list(MINATAR), choices=list(MINATAR), help="minatar: games")
     if sys.argv[1:2] == ["--worker"]:
         print(json.dumps(worker(json.loads(sys.argv[2]))))
         return
     args = parser.parse_args()
+    if args.part == "report":
+        saved = [result for path in args.results for result in json.loads(path.read_text())]
+        for part in ("solve", "budget", "minatar"):
+            if any(r["part"] == part for r in saved):
+                report(part, [r for r in saved if r["part"] == part])
+        return
 
     parts = ["solve", "budget", "minatar"] if args.part == "all" else [args.part]
     jobs = {
