@@ -3,6 +3,7 @@
     python -P benchmarks/pqn_vs_dqn.py all --json /tmp/pqn_vs_dqn.json     # the three parts below, in one run
     python -P benchmarks/pqn_vs_dqn.py solve --seeds 0 1 2                   # one part, fewer seeds
     python -P benchmarks/pqn_vs_dqn.py report --results a.json b.json        # the tables again, from saved runs
+    python -P benchmarks/pqn_vs_dqn.py budget --agents dqn --set dqn.compile=false   # a config field changed
 
 Parts:
 - solve: CartPole-v1, configs/dqn/cartpole.yaml against configs/pqn/cartpole.yaml, each until a 10-episode greedy
@@ -190,6 +191,20 @@ def launch(job: dict) -> dict:
     return {**job, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
+def with_changes(job: dict, changes: list[str]) -> dict:
+    """The job with each `AGENT.FIELD=VALUE` of `changes` for its agent set in its config (VALUE read as YAML)."""
+    import yaml
+
+    for change in changes:
+        target, _, value = change.partition("=")
+        agent, _, name = target.partition(".")
+        if agent not in AGENTS or not name or not value:
+            raise SystemExit(f"error: --set: expected AGENT.FIELD=VALUE with AGENT in {AGENTS}, got '{change}'")
+        if agent == job["agent"]:
+            job = {**job, "set": {**job["set"], name: yaml.safe_load(value)}}
+    return job
+
+
 def uptime() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -202,6 +217,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000, help="minatar: agent steps per run")
     parser.add_argument("--json", type=Path, default=None, help="also write every run's result here")
     parser.add_argument("--results", nargs="+", type=Path, default=[], help="report: --json files of earlier runs")
+    parser.add_argument("--set", nargs="+", default=[], metavar="AGENT.FIELD=VALUE", help="change a config field")
     parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=AGENTS, help="default: both")
     parser.add_argument("--games", nargs="+", default=list(MINATAR), choices=list(MINATAR), help="minatar: games")
     if sys.argv[1:2] == ["--worker"]:
@@ -225,7 +241,7 @@ def main() -> None:
     print(f"parts={parts} cpu_count={os.cpu_count()} {uptime()}", flush=True)
     for part in parts:
         started = time.perf_counter()
-        for job in [job for job in jobs[part]() if job["agent"] in args.agents]:
+        for job in [with_changes(job, args.set) for job in jobs[part]() if job["agent"] in args.agents]:
             result = launch(job)
             results.append(result)
             print(
