@@ -261,7 +261,8 @@ def report(part: str, results: list[dict]) -> None:
             agent: sorted((r for r in results if r["env"] == env_id and r["agent"] == agent), key=seed_of)
             for agent in AGENTS
         }
-        print(f"\n{part}: {env_id}, medians over seeds {[r['seed'] for r in runs['pqn']]}")
+        seeds = sorted({r["seed"] for rows in runs.values() for r in rows})
+        print(f"\n{part}: {env_id}, medians over seeds {seeds}")
         print("| agent | wall s | CPU s | steps | steps/s | updates | final eval (20 ep.) | by seed | solved at |")
         print("|---|---|---|---|---|---|---|---|---|")
         for agent, rows in runs.items():
