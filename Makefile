@@ -17,18 +17,21 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "$(TORCH)"; fi
-	$(PY) -m pip install -q -e ".[dev,export]"
+	$(PY) -m pip install -q -e ".[dev,export,minatar]"
 	@touch $(STAMP)
 
 install: $(STAMP)
 
+# The demo trains CartPole as a population of 8 seeds in one process (each member stops once solved), evaluates
+# every member and writes the report, which shows the 8 members as seeds of one config.
 demo: $(STAMP)
 	rm -rf runs/demo-cartpole
-	$(VENV)/bin/dlforge train configs/dqn/cartpole.yaml --name demo-cartpole
+	$(VENV)/bin/dlforge train configs/dqn/cartpole.yaml population.size=8 --name demo-cartpole
 	$(VENV)/bin/dlforge eval runs/demo-cartpole --episodes 20
 	$(VENV)/bin/dlforge report runs/demo-cartpole --out runs/demo-cartpole/report
-	@echo "W&B offline run: $$(ls -d runs/demo-cartpole/wandb/offline-run-* | tail -1)  (upload: wandb sync <folder>)"
-	@echo "learning curve: runs/demo-cartpole/report/curves/charts_episodic_return.png  (all plots: runs/demo-cartpole/report/index.html)"
+	@echo "members: runs/demo-cartpole/population.json  (each member a run folder: runs/demo-cartpole/members/seed<N>)"
+	@echo "W&B offline runs, one per member: runs/demo-cartpole/members/*/wandb/offline-run-*  (upload: wandb sync <folder>)"
+	@echo "learning curves: runs/demo-cartpole/report/curves/charts_episodic_return.png  (all plots: runs/demo-cartpole/report/index.html)"
 
 test: $(STAMP)
 	$(PY) -m pytest tests

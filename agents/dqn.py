@@ -15,6 +15,7 @@ eager PyTorch; agents/fastpath.py runs the same updates faster (a phase's batche
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,11 +26,13 @@ import torch
 from torch import nn
 
 import networks
-from agents import fastpath, losses, offpolicy
+from agents import fastpath, losses, offpolicy, population
+from agents.members import MemberRun, network, per_member, setup
 
 # Counters, make_optimizer and MAX_EVAL_ENVS live in agents/offpolicy.py and stay importable from here.
 from agents.offpolicy import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, Counters, make_env, make_optimizer  # noqa: F401
-from agents.replay import Batch, ReplayBuffer
+from agents.replay import Batch, PerMember, ReplayBuffer
+from networks.batched import Members
 from networks.errors import ConfigError
 from networks.interfaces import Tracker
 
@@ -90,6 +93,9 @@ class Config:
     save_replay: bool = False  # put the replay in checkpoints, so a resume continues with it
     log_every: int = field(default=1_000, metadata={"ge": 1})  # env steps between chart points
     nan_policy: Literal["stop", "skip"] = "stop"  # a non-finite loss or Q: stop the run, or skip that update
+    # dlforge: several seeds and per-member hyperparameters as one batched network, {seeds: [...]} or {size: N}
+    # plus per-member lists (agents/population.py); None: one run
+    population: dict[str, Any] | None = None
 
     def validate(self) -> None:
         if self.buffer_size < self.batch_size:
@@ -109,6 +115,7 @@ class Config:
             raise ConfigError("compile", f"compiles the Adam update only; set optimizer: adam (got {self.optimizer})")
         if self.compact_replay and self.prioritized.enabled:
             raise ConfigError("compact_replay", "samples uniformly; set prioritized.enabled: false to use it")
+        population.check(self)
 
 
 class QNetwork(nn.Module):
@@ -142,7 +149,10 @@ def build_q_network(config: Config, env: gym.vector.VectorEnv) -> QNetwork:
     return QNetwork(encoder, head or networks.QHead(encoder.output_dim, n), pixels=obs_space.dtype == np.uint8)
 
 
-def make_replay(config: Config, env: gym.vector.VectorEnv, device: torch.device):
+def make_replay(config: Config, env, device: torch.device, members: list[MemberRun] | None = None):
+    """Every member's replay, member axis first: a ReplayBuffer of P rings (each member's gamma, α and streams), or,
+    for compact_replay (a single run only), a FrameReplay behind `PerMember`. No `members`: a single run's, drawing
+    from the global streams (uniform only: prioritized draws need the members' NumPy streams)."""
     space = env.single_observation_space
     if config.compact_replay:
         if space.dtype != np.uint8 or len(space.shape) != 3:
@@ -151,7 +161,7 @@ def make_replay(config: Config, env: gym.vector.VectorEnv, device: torch.device)
             )
         from agents.frame_replay import FrameReplay
 
-        return FrameReplay(
+        frames = FrameReplay(
             capacity=config.buffer_size,
             num_envs=config.num_envs,
             frame_shape=space.shape[1:],
@@ -162,21 +172,42 @@ def make_replay(config: Config, env: gym.vector.VectorEnv, device: torch.device)
             device=device,
             seed=config.seed,
         )
+        return PerMember([frames])
+    options = offpolicy.replay_options(config, device)
+    if members is None:
+        return ReplayBuffer(config.buffer_size, space.shape, space.dtype, config.num_envs, **options)
+    options.update(gamma=per_member(members, "gamma"), alpha=per_member(members, "prioritized.alpha"))
     return ReplayBuffer(
-        config.buffer_size, space.shape, space.dtype, config.num_envs, **offpolicy.replay_options(config, device)
+        config.buffer_size,
+        space.shape,
+        space.dtype,
+        config.num_envs,
+        **options,
+        members=len(members),
+        generators=[m.generator for m in members],
+        rngs=[m.rng for m in members],
     )
 
 
 class Learner:
-    """The online and target Q-networks, the optimizer, and the update: the learning half of DQN."""
+    """The online and target Q-networks of every member, the optimizer, and the update: the learning half of DQN.
+    Batches carry the member axis first, (P, B, ...); each member's loss is its own batch's mean, and one backward
+    of their sum trains all of them (networks.batched: no member's output depends on another's parameters)."""
 
-    def __init__(self, config: Config, q_net: QNetwork, device: torch.device):
-        self.config, self.q_net = config, q_net
-        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(config, q_net, device)
+    def __init__(
+        self, config: Config, q_net: Members | nn.Module, device: torch.device, members: list[MemberRun] | None = None
+    ):
+        q_net = q_net if isinstance(q_net, Members) else Members([q_net])  # a plain module: a single run
+        self.config, self.q_net, self.members = config, q_net, q_net.size
+        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(
+            config, q_net, device, members
+        )
+        self.skipped = np.zeros(self.members, dtype=np.int64)  # per member, this phase
+        self.last_ok = np.ones(self.members, dtype=bool)  # the members whose last update was finite
         self.compiled = None
-        if config.compile:
+        if config.compile:  # a single run only (agents/population.py refuses it for populations)
             self.compiled = fastpath.CompiledUpdate(
-                q_net,
+                q_net.net,
                 self.optimizer,
                 self.meter,
                 loss=config.loss,
@@ -185,94 +216,130 @@ class Learner:
                 batch_size=config.batch_size,
             )
 
-    def train_phase(self, replay, num_updates: int, beta: float, rng: np.random.Generator) -> int:
-        """`num_updates` gradient steps; returns how many were skipped as non-finite (nan_policy: skip).
+    def train_phase(self, replay, num_updates: np.ndarray, betas: np.ndarray) -> np.ndarray:
+        """`num_updates[k]` gradient steps for member k; returns how many were skipped as non-finite, (P,).
         Prioritized replay draws one batch per update (priorities change after each); uniform replay takes
         agents/fastpath.py's phase: the same updates, every batch drawn at once."""
         if not self.config.prioritized.enabled:
-            skipped = fastpath.uniform_phase(self, replay, num_updates)
+            fastpath.uniform_phase(self, replay, num_updates)
         else:
-            skipped = 0
-            for _ in range(num_updates):
-                batch = replay.sample_prioritized(self.config.batch_size, beta, rng)
-                td_errors = self.update(batch, self.targets(batch))
-                if td_errors is None:
-                    skipped += 1
-                else:
-                    replay.update_priorities(batch.indices, td_errors)
+            for g in range(int(num_updates.max())):
+                active = num_updates > g
+                batch = replay.sample_prioritized(self.config.batch_size, betas, active)
+                td_errors = self.update(batch, self.targets(batch), active)
+                if td_errors is not None:  # the members it changed (not skipped as non-finite) get new priorities
+                    changed = active if self.config.nan_policy != "skip" else active & self.last_ok
+                    replay.update_priorities(batch.indices, td_errors, changed)
         if self.compiled is not None:  # it counts its skips on the device
-            skipped += self.compiled.take_skipped()
+            self.skipped[0] += self.compiled.take_skipped()
+        skipped = self.skipped.copy()
+        self.skipped[:] = 0
         return skipped
 
     @torch.no_grad()
     def targets(self, batch: Batch) -> torch.Tensor:
         """y = r + γ^k (1 − terminated) Q_target(s', a'), a' = argmax of Q_target (or of Q_online: double_q)."""
-        lead = batch.actions.shape  # (B,) or (G, B)
-        next_obs = batch.next_obs.flatten(0, len(lead) - 1)  # (N, *obs_shape)
-        next_q_target = self.target_net(next_obs).unflatten(0, lead)  # (*lead, A)
-        next_q_online = self.q_net(next_obs).unflatten(0, lead) if self.config.double_q else None
+        lead = batch.actions.shape  # (P, B) or (P, G, B)
+        next_obs = batch.next_obs.flatten(1, len(lead) - 1)  # (P, N, *obs_shape)
+        next_q_target = self.target_net(next_obs).unflatten(1, lead[1:])  # (*lead, A)
+        next_q_online = self.q_net(next_obs).unflatten(1, lead[1:]) if self.config.double_q else None
         return losses.td_target(batch.rewards, next_q_target, batch.terminated, batch.discounts, next_q_online)
 
-    def update(self, batch: Batch, targets: torch.Tensor) -> torch.Tensor | None:
-        """One gradient step towards `targets` (B,); returns the TD errors, or None if skipped as non-finite."""
+    def update(self, batch: Batch, targets: torch.Tensor, active: np.ndarray | None = None) -> torch.Tensor | None:
+        """One gradient step towards `targets` (P, B) for the members in `active` (all when None); returns the TD
+        errors (P, B), or None when a single run skipped it as non-finite (a population skips per member)."""
         if self.compiled is not None:  # the same step as one compiled graph
             try:
-                return self.compiled(batch, targets)
+                return self.compiled(fastpath.alone(batch), targets[0])[None]
             except fastpath.CompileFailed as e:  # raised by the first call only, before anything ran
                 log.warning("compile: true failed (%s); training with the eager update", e)
                 self.compiled = None
-        q_values = self.q_net(batch.obs)  # (B, A)
-        q_taken = q_values.gather(1, batch.actions[:, None]).squeeze(1)  # (B,) Q(s, a) of the actions taken
-        loss = losses.td_loss(q_taken, targets, self.config.loss, batch.weights)
-        q_mean = q_values.detach().mean()
-        if self.config.nan_policy == "skip" and not offpolicy.finite(loss, q_mean):
-            return None
-        offpolicy.gradient_step(self.optimizer, self.params, loss, self.config.max_grad_norm)
-        self.meter.add(loss, q_mean)
+        q_values = self.q_net(batch.obs)  # (P, B, A)
+        q_taken = q_values.gather(2, batch.actions[..., None]).squeeze(2)  # (P, B) Q(s, a) of the actions taken
+        loss = losses.td_loss(q_taken, targets, self.config.loss, batch.weights)  # (P,) each member's mean
+        q_mean = q_values.detach().mean((1, 2))  # (P,)
+        changed = None if active is None or active.all() else active
+        if self.config.nan_policy == "skip":  # skip only the members that went non-finite (one host sync)
+            self.last_ok = (torch.isfinite(loss) & torch.isfinite(q_mean)).cpu().numpy()
+            skipped = ~self.last_ok if changed is None else changed & ~self.last_ok
+            self.skipped += skipped
+            if skipped.all():  # a single run's update skipped whole, as always
+                return None
+            if skipped.any():
+                changed = self.last_ok if changed is None else changed & self.last_ok
+        offpolicy.member_step(self, loss, self.config.max_grad_norm, changed)
+        self.meter.add(loss, q_mean, changed)
         return (q_taken - targets).detach()
 
-    def read_losses(self) -> dict[str, float]:
-        """Mean loss and Q since the last call (one host sync), or {} when there was no update."""
-        return self.meter.read()
+    def read_losses(self, member: int = 0) -> dict[str, float]:
+        """Member `member`'s mean loss and Q since the last call (one host sync), or {} when it had no update."""
+        return self.meter.read(member)
 
 
-def greedy(q_net: QNetwork, device: torch.device):
-    """obs (n, ...) -> argmax_a Q(obs, a) (n,), without autograd."""
+def greedy(q_net: nn.Module, device: torch.device):
+    """obs (n, ...) -> argmax_a Q(obs, a) (n,), without autograd; obs (P, n, ...) -> (P, n) for a Members net."""
 
     def policy(obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+            return q_net(torch.as_tensor(obs, device=device)).argmax(dim=-1).cpu().numpy()
 
     return policy
 
 
-def act(policy, obs: np.ndarray, epsilon: float, n_actions: int, rng: np.random.Generator) -> np.ndarray:
-    """ε-greedy on every env at once: one forward pass, skipped when every env explores."""
-    explore = rng.random(len(obs)) < epsilon
-    random_actions = rng.integers(n_actions, size=len(obs))
+def act(
+    policy,
+    obs: np.ndarray,
+    epsilons: np.ndarray,
+    n_actions: int,
+    rngs: list[np.random.Generator],
+    stepping: np.ndarray,
+) -> np.ndarray:
+    """ε-greedy on every env of the members in `stepping` at once: obs (P, E, ...) -> actions (P, E). Each member
+    draws from its own stream (as its single run: whether to explore, then the random actions); one forward pass for
+    every member, skipped when every env explores."""
+    size, num_envs = obs.shape[:2]
+    if size == 1 and stepping[0]:  # a single run: its draws, with the member axis put on
+        explore = rngs[0].random(num_envs) < epsilons[0]
+        random_actions = rngs[0].integers(n_actions, size=num_envs)
+        return (random_actions if explore.all() else np.where(explore, random_actions, policy(obs)[0]))[None]
+    explore = np.ones((size, num_envs), dtype=bool)
+    random_actions = np.zeros((size, num_envs), dtype=np.int64)
+    for k in np.flatnonzero(stepping):
+        explore[k] = rngs[k].random(num_envs) < epsilons[k]
+        random_actions[k] = rngs[k].integers(n_actions, size=num_envs)
     return random_actions if explore.all() else np.where(explore, random_actions, policy(obs))
 
 
-def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> dict[str, float]:
-    device, rng = offpolicy.setup(config)  # bad input fails here and in the next lines, before any slow work
-    env = make_env(config, config.num_envs, config.seed)
-    q_net = build_q_network(config, env).to(device)
-    learner, replay = Learner(config, q_net, device), make_replay(config, env, device)
-    policy, n_actions = greedy(q_net, device), int(env.single_action_space.n)
+def train(
+    config: Config,
+    tracker: Tracker | Sequence[Tracker],
+    *,
+    resume: dict | Sequence[dict | None] | None = None,
+    finished: Sequence[bool] | None = None,
+) -> dict[str, float] | list[dict | None]:
+    """Train `config`; a population (`population:`) takes one tracker and one resume tree (or None) per member and
+    returns one summary per member. `finished[k]`: member k ended before (a resume), so it does not train again
+    (its summary is None)."""
+    device, members = setup(config, tracker, resume, finished)  # bad input fails here and below, before any slow work
+    env = offpolicy.make_member_env(members)
+    q_net = network(members, lambda member_config: build_q_network(member_config, env), (QNetwork,)).to(device)
+    learner, replay = Learner(config, q_net, device, members), make_replay(config, env, device, members)
+    policy, n_actions, rngs = greedy(q_net, device), int(env.single_action_space.n), [m.rng for m in members]
 
-    def step(obs: np.ndarray, valid: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray, dict]:
-        # (1) act: ε-greedy on every env in one forward pass
-        actions = act(policy, obs, epsilon, n_actions, rng)
+    def step(obs: np.ndarray, valid: np.ndarray, epsilons: np.ndarray, stepping: np.ndarray):
+        # (1) act: ε-greedy on every env of every member in one forward pass
+        actions = act(policy, obs, epsilons, n_actions, rngs, stepping)
         # (2) step and store the transitions (`valid`: the envs whose step is no reset after an episode's end)
-        next_obs, rewards, terminated, truncated, info = env.step(actions)
+        next_obs, rewards, terminated, truncated, infos = env.step(actions, stepping)
         replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid)
-        return next_obs, terminated | truncated, info
+        return next_obs, terminated | truncated, infos
 
-    def evaluation(eval_env: gym.vector.VectorEnv) -> dict:
-        return evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET, device)
+    def evaluation(k: int, eval_env: gym.vector.VectorEnv) -> dict:
+        seed = members[k].config.seed + EVAL_SEED_OFFSET
+        return evaluate_net(q_net.member_module(k), eval_env, config.eval_episodes, seed, device)
 
     # (3) sync target, (4) learn, (5) log, evaluate, checkpoint: agents/offpolicy.py's loop, every agent's
-    return offpolicy.run(config, tracker, env, learner, replay, rng, step, evaluation, kind="dqn", resume=resume)
+    return offpolicy.run(config, env, learner, replay, members, step, evaluation, kind="dqn")
 
 
 # --- evaluation -------------------------------------------------------------------------------------------

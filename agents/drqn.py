@@ -30,9 +30,11 @@ from torch import nn
 import networks
 from agents import dqn, losses, offpolicy
 from agents.episode_replay import EpisodeReplay, SequenceBatch
-from agents.offpolicy import EVAL_SEED_OFFSET, make_env
+from agents.members import network, setup
+from agents.offpolicy import EVAL_SEED_OFFSET, make_env  # noqa: F401 (drqn.make_env)
+from agents.replay import PerMember
+from networks.batched import Members
 from networks.errors import ConfigError
-from networks.interfaces import Tracker
 
 State = tuple[torch.Tensor, ...]
 
@@ -99,30 +101,41 @@ def build_q_network(config: Config, env: gym.vector.VectorEnv) -> RecurrentQNetw
 
 
 # --- acting -----------------------------------------------------------------------------------------
+# Every member at once: obs (P, N, ...), states (P, layers, N, H) each, a member's rows its own envs.
+
+
+def initial_state(q_net: Members, batch_size: int, device: torch.device) -> State:
+    """Every member's all-zero state, (P, layers, batch_size, H) each."""
+    return tuple(s.expand(q_net.size, *s.shape).clone() for s in q_net.template.initial_state(batch_size, device))
 
 
 def reset_where(state: State, episode_start: np.ndarray) -> State:
-    """Zero the state of the slots whose episode starts now; state tensors are (layers, N, H)."""
-    keep = torch.as_tensor(~episode_start, dtype=state[0].dtype, device=state[0].device).view(1, -1, 1)
-    return tuple(s * keep for s in state)
+    """Zero the state of the slots whose episode starts now; state tensors are (P, layers, N, H), episode_start
+    (P, N)."""
+    keep = torch.as_tensor(~episode_start, dtype=state[0].dtype, device=state[0].device)
+    return tuple(s * keep[:, None, :, None] for s in state)
 
 
 def act(
-    q_net: RecurrentQNetwork,
+    q_net: Members,
     obs: np.ndarray,
     state: State,
     episode_start: np.ndarray,
-    epsilon: float,
-    rng: np.random.Generator,
+    epsilons: np.ndarray,
+    rngs: list[np.random.Generator],
     device: torch.device,
+    stepping: np.ndarray | None = None,
 ) -> tuple[np.ndarray, State, State]:
-    """epsilon-greedy on all envs in one step. Returns (actions, the state fed in with obs, the next state)."""
+    """ε-greedy on every env of every member in one step. Returns (actions (P, N), the state fed in with obs, the
+    next state). Each member in `stepping` (all when None) draws from its own stream, as its single run does."""
     state = reset_where(state, episode_start)
     with torch.inference_mode():
-        q_values, next_state = q_net(torch.as_tensor(obs, device=device), state)  # (N, A)
-    greedy = q_values.argmax(dim=1).cpu().numpy()
-    explore = rng.random(len(obs)) < epsilon
-    actions = np.where(explore, rng.integers(q_values.shape[1], size=len(obs)), greedy)
+        q_values, next_state = q_net(torch.as_tensor(obs, device=device), state)  # (P, N, A)
+    actions = q_values.argmax(dim=-1).cpu().numpy()
+    size, n = actions.shape
+    for k in range(size) if stepping is None else np.flatnonzero(stepping):
+        explore = rngs[k].random(n) < epsilons[k]
+        actions[k] = np.where(explore, rngs[k].integers(q_values.shape[-1], size=n), actions[k])
     return actions, state, next_state
 
 
@@ -130,7 +143,8 @@ class RecurrentGreedy:
     """The greedy policy for envs/evaluation.py: a state per env, reset where `episode_start` says one starts."""
 
     def __init__(self, q_net: RecurrentQNetwork, device: torch.device):
-        self.q_net, self.device, self.rng = q_net, device, np.random.default_rng(0)  # rng: ε = 0 never explores
+        self.q_net, self.device = Members([q_net]), device
+        self.rngs = [np.random.default_rng(0)]  # ε = 0 never explores
         self.state: State | None = None
         self.starting: np.ndarray | None = None
 
@@ -139,122 +153,153 @@ class RecurrentGreedy:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         if self.state is None:
-            self.state = self.q_net.initial_state(len(obs), self.device)
-        actions, _, self.state = act(self.q_net, obs, self.state, self.starting, 0.0, self.rng, self.device)
-        return actions
+            self.state = initial_state(self.q_net, len(obs), self.device)
+        actions, _, self.state = act(
+            self.q_net, obs[None], self.state, self.starting[None], np.zeros(1), self.rngs, self.device
+        )
+        return actions[0]
 
 
 # --- learning ---------------------------------------------------------------------------------------
 
 
 def sequence_q_and_targets(
-    q_net: RecurrentQNetwork, target_net: RecurrentQNetwork, batch: SequenceBatch, *, burn_in: int, double_q: bool
+    q_net: Members, target_net: Members, batch: SequenceBatch, *, burn_in: int, double_q: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q(s_t, a_t) with gradient and the TD targets y_t, both (B, T), for the trained steps of each window."""
-    obs, first = batch.obs, batch.first
-    batch_size, seq_len = batch.actions.shape
-    state = batch.initial_state or q_net.initial_state(batch_size, obs.device)
+    """Q(s_t, a_t) with gradient and the TD targets y_t, both (P, B, T), for the trained steps of each window."""
+    obs, first = batch.obs, batch.first  # (P, B, L, ...), (P, B, L)
+    seq_len = batch.actions.shape[-1]
+    state = batch.initial_state or initial_state(q_net, batch.actions.shape[1], obs.device)
     target_state = state
     # (1) burn-in: warm both nets' states; no gradient flows into these steps.
     if burn_in:
         with torch.no_grad():
-            _, state = q_net(obs[:, :burn_in], state, first[:, :burn_in])
-            _, target_state = target_net(obs[:, :burn_in], target_state, first[:, :burn_in])
-    # (2) the trained steps, plus n_step look-ahead steps: (B, T + n, A)
-    q_all, _ = q_net(obs[:, burn_in:], state, first[:, burn_in:])
-    q_taken = q_all[:, :seq_len].gather(2, batch.actions[..., None]).squeeze(-1)  # (B, T)
+            _, state = q_net(obs[:, :, :burn_in], state, first[:, :, :burn_in])
+            _, target_state = target_net(obs[:, :, :burn_in], target_state, first[:, :, :burn_in])
+    # (2) the trained steps, plus n_step look-ahead steps: (P, B, T + n, A)
+    q_all, _ = q_net(obs[:, :, burn_in:], state, first[:, :, burn_in:])
+    q_taken = q_all[:, :, :seq_len].gather(3, batch.actions[..., None]).squeeze(-1)  # (P, B, T)
     # (3) targets at the bootstrap positions (k <= n steps on)
     with torch.no_grad():
-        target_all, _ = target_net(obs[:, burn_in:], target_state)
-        at = (batch.bootstrap - burn_in)[..., None].expand(-1, -1, q_all.shape[-1])  # (B, T, A)
-        next_q_target = target_all.gather(1, at)
-        next_q_online = q_all.detach().gather(1, at) if double_q else None
+        target_all, _ = target_net(obs[:, :, burn_in:], target_state)
+        at = (batch.bootstrap - burn_in)[..., None].expand(-1, -1, -1, q_all.shape[-1])  # (P, B, T, A)
+        next_q_target = target_all.gather(2, at)
+        next_q_online = q_all.detach().gather(2, at) if double_q else None
         targets = losses.td_target(batch.rewards, next_q_target, batch.terminated, batch.discounts, next_q_online)
     return q_taken, targets
 
 
 def sequence_loss(q_taken: torch.Tensor, targets: torch.Tensor, batch: SequenceBatch, kind: str) -> torch.Tensor:
-    """(4) dqn's TD loss over the steps the mask keeps, each weighted by its window's importance weight."""
-    keep = batch.mask.bool()
-    weights = None if batch.weights is None else batch.weights[:, None].expand_as(q_taken)[keep]
-    return losses.td_loss(q_taken[keep], targets[keep], kind, weights)
+    """(4) dqn's TD loss over the steps the mask keeps, each weighted by its window's importance weight: (P,), each
+    member's mean over its kept steps (0 for a member whose batch keeps none: losses.td_loss)."""
+    weights = None if batch.weights is None else batch.weights[..., None].expand_as(q_taken).flatten(1)
+    return losses.td_loss(q_taken.flatten(1), targets.flatten(1), kind, weights, mask=batch.mask.flatten(1))
 
 
 class Learner:
-    """Online and target recurrent Q-networks, the optimizer, and the sequence update."""
+    """Online and target recurrent Q-networks of every member, the optimizer, and the sequence update."""
 
-    def __init__(self, config: Config, q_net: RecurrentQNetwork, device: torch.device):
-        self.config, self.q_net = config, q_net
-        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(config, q_net, device)
+    def __init__(self, config: Config, q_net: Members | nn.Module, device: torch.device, members: list | None = None):
+        q_net = q_net if isinstance(q_net, Members) else Members([q_net])  # a plain module: a single run
+        self.config, self.q_net, self.members = config, q_net, q_net.size
+        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(
+            config, q_net, device, members
+        )
+        self.skipped = np.zeros(self.members, dtype=np.int64)
 
-    def train_phase(self, replay: EpisodeReplay, num_updates: int, beta: float, rng: np.random.Generator) -> int:
-        """`num_updates` gradient steps; returns how many were skipped as non-finite (nan_policy: skip)."""
-        return sum(not self.update(replay, beta) for _ in range(num_updates))
+    def train_phase(self, replay: PerMember, num_updates: np.ndarray, betas: np.ndarray) -> np.ndarray:
+        """`num_updates[k]` gradient steps for member k; returns how many were skipped as non-finite, (P,)."""
+        self.skipped[:] = 0
+        for g in range(int(num_updates.max())):
+            self.update(replay, betas, num_updates > g)
+        return self.skipped.copy()
 
-    def update(self, replay: EpisodeReplay, beta: float) -> bool:
-        """One gradient step on a batch of windows; False when skipped as non-finite (nan_policy: skip)."""
-        batch = replay.sample(self.config.batch_size, beta)
+    def update(self, replay: PerMember, betas: np.ndarray, active: np.ndarray) -> None:
+        """One gradient step on a batch of windows for each member in `active`; a member whose loss or Q is not
+        finite is skipped alone (nan_policy: skip)."""
+        batch = replay.sample(self.config.batch_size, betas, active=active)
         q_taken, targets = sequence_q_and_targets(
             self.q_net, self.target_net, batch, burn_in=self.config.burn_in, double_q=self.config.double_q
         )
-        loss = sequence_loss(q_taken, targets, batch, self.config.loss)
-        q_mean = q_taken.detach().mean()
-        if self.config.nan_policy == "skip" and not offpolicy.finite(loss, q_mean):
-            return False
-        offpolicy.gradient_step(self.optimizer, self.params, loss, self.config.max_grad_norm)
-        if replay.tree is not None:
-            replay.update_priorities(batch.indices, q_taken.detach() - targets, batch.mask)
-        self.meter.add(loss, q_mean)
-        return True
+        loss = sequence_loss(q_taken, targets, batch, self.config.loss)  # (P,)
+        q_mean = q_taken.detach().mean((1, 2))  # (P,)
+        changed = active.copy()
+        if self.config.nan_policy == "skip":
+            changed &= (torch.isfinite(loss) & torch.isfinite(q_mean)).cpu().numpy()
+            self.skipped += active & ~changed
+        if not changed.any():
+            return
+        offpolicy.member_step(self, loss, self.config.max_grad_norm, None if changed.all() else changed)
+        if self.config.prioritized.enabled:
+            errors = q_taken.detach() - targets
+            for k in np.flatnonzero(changed):
+                replay.replays[k].update_priorities(batch.indices[k], errors[k], batch.mask[k])
+        self.meter.add(loss, q_mean, None if changed.all() else changed)
 
 
 # --- training ---------------------------------------------------------------------------------------
 
 
-def make_replay(config: Config, env: gym.vector.VectorEnv, q_net: RecurrentQNetwork, device) -> EpisodeReplay:
+def make_replay(config: Config, env, q_net: Members, device, members: list) -> PerMember:
+    """Each member's EpisodeReplay (its own seed, gamma and α), behind the member-axis API."""
     state_shapes = None
     if config.store_hidden_state:
-        state_shapes = tuple((s.shape[0], s.shape[2]) for s in q_net.initial_state(1))  # (layers, H) each
+        state_shapes = tuple((s.shape[0], s.shape[2]) for s in q_net.template.initial_state(1))  # (layers, H) each
     space = env.single_observation_space
-    return EpisodeReplay(
-        capacity=config.buffer_size,
-        num_envs=config.num_envs,
-        obs_shape=space.shape,
-        obs_dtype=space.dtype,
-        burn_in=config.burn_in,
-        seq_len=config.seq_len,
-        state_shapes=state_shapes,
-        priority_eta=config.priority_eta,
-        seed=config.seed,
-        **offpolicy.replay_options(config, device),
-    )
+    replays = []
+    for member in members:
+        options = offpolicy.replay_options(member.config, device)
+        replays.append(
+            EpisodeReplay(
+                capacity=config.buffer_size,
+                num_envs=config.num_envs,
+                obs_shape=space.shape,
+                obs_dtype=space.dtype,
+                burn_in=config.burn_in,
+                seq_len=config.seq_len,
+                state_shapes=state_shapes,
+                priority_eta=config.priority_eta,
+                seed=member.config.seed,
+                **options,
+            )
+        )
+    return PerMember(replays)
 
 
-def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> dict[str, float]:
-    device, rng = offpolicy.setup(config)  # bad input fails here and in the next lines, before any slow work
-    env = make_env(config, config.num_envs, config.seed)
-    q_net = build_q_network(config, env).to(device)
-    learner, replay = Learner(config, q_net, device), make_replay(config, env, q_net, device)
-    state = q_net.initial_state(config.num_envs, device)  # (layers, num_envs, H) each
-    episode_start = np.ones(config.num_envs, dtype=bool)  # zero an env's state before its next step
+def train(config: Config, tracker, *, resume=None, finished=None) -> dict[str, float] | list[dict | None]:
+    """Train `config`; a population (`population:`) takes one tracker and one resume tree (or None) per member and
+    returns one summary per member. `finished[k]`: member k ended before (a resume), so it does not train again
+    (its summary is None)."""
+    device, members = setup(config, tracker, resume, finished)  # bad input fails here and below, before any slow work
+    env = offpolicy.make_member_env(members)
+    q_net = network(members, lambda member_config: build_q_network(member_config, env), (RecurrentQNetwork,))
+    q_net = q_net.to(device)
+    learner, replay = Learner(config, q_net, device, members), make_replay(config, env, q_net, device, members)
+    rngs = [m.rng for m in members]
+    state = initial_state(q_net, config.num_envs, device)  # (P, layers, num_envs, H) each
+    episode_start = np.ones((len(members), config.num_envs), dtype=bool)  # zero an env's state before its next step
 
-    def step(obs: np.ndarray, valid: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    def step(obs: np.ndarray, valid: np.ndarray, epsilons: np.ndarray, stepping: np.ndarray):
         nonlocal state, episode_start
         # (1) act: ε-greedy on every env, each carrying its hidden state (zeroed where its episode starts)
-        actions, fed_state, state = act(q_net, obs, state, episode_start, epsilon, rng, device)
+        actions, fed_state, next_state = act(q_net, obs, state, episode_start, epsilons, rngs, device, stepping)
         # (2) step and store, each observation with the state fed in beside it (R2D2's stored state)
-        next_obs, rewards, terminated, truncated, info = env.step(actions)
-        replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid, fed_state)
-        episode_start = ~valid  # an env's reset step: next_obs is its new episode's first observation
-        return next_obs, terminated | truncated, info
+        next_obs, rewards, terminated, truncated, infos = env.step(actions, stepping)
+        replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid, states=fed_state)
+        keep = torch.as_tensor(stepping, device=device)[:, None, None, None]  # the others keep their state
+        state = tuple(torch.where(keep, new, old) for new, old in zip(next_state, state))
+        # an env's reset step: next_obs is its new episode's first observation
+        episode_start = np.where(stepping[:, None], ~valid, episode_start)
+        return next_obs, terminated | truncated, infos
 
-    def evaluation(eval_env: gym.vector.VectorEnv) -> dict:
-        policy = RecurrentGreedy(q_net, device)  # fresh states
-        return offpolicy.evaluate_net(q_net, eval_env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET, policy)
+    def evaluation(k: int, eval_env: gym.vector.VectorEnv) -> dict:
+        policy = RecurrentGreedy(q_net.member_module(k), device)  # fresh states
+        seed = members[k].config.seed + EVAL_SEED_OFFSET
+        return offpolicy.evaluate_net(q_net.member_module(k), eval_env, config.eval_episodes, seed, policy)
 
     # (3) sync target, (4) learn on windows of burn-in + trained steps, (5) log, evaluate, checkpoint:
     # agents/offpolicy.py's loop, every agent's
-    return offpolicy.run(config, tracker, env, learner, replay, rng, step, evaluation, kind="drqn", resume=resume)
+    return offpolicy.run(config, env, learner, replay, members, step, evaluation, kind="drqn")
 
 
 # --- evaluation -------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
@@ -37,21 +38,26 @@ if TYPE_CHECKING:
     from agents.dqn import Learner
 
 
-def uniform_phase(learner: Learner, replay, num_updates: int) -> int:
-    """`num_updates` updates on uniformly drawn batches, all drawn at once; returns how many were skipped."""
+def uniform_phase(learner: Learner, replay, num_updates: np.ndarray) -> None:
+    """`num_updates[k]` updates for member k on uniformly drawn batches, all drawn at once, (P, G, B, ...); a member
+    with fewer updates sits out the rest. Skips are counted by the learner."""
     config = learner.config
-    batches = replay.sample(config.batch_size, num_updates)  # (G, B, ...)
-    targets = None if config.double_q else learner.targets(batches)  # (G, B): the target net is fixed
-    skipped = 0
+    batches = replay.sample(config.batch_size, num_updates)  # (P, G, B, ...)
+    targets = None if config.double_q else learner.targets(batches)  # (P, G, B): the target net is fixed
     for g, batch in enumerate(split(batches)):
-        skipped += learner.update(batch, learner.targets(batch) if targets is None else targets[g]) is None
-    return skipped
+        active = num_updates > g
+        learner.update(batch, learner.targets(batch) if targets is None else targets[:, g], active)
 
 
 def split(batches: Batch) -> list[Batch]:
-    """(G, B, ...) -> G batches of (B, ...), as views (no copies)."""
-    columns = [x.unbind(0) if x is not None else [None] * len(batches.actions) for x in batches]
+    """(P, G, B, ...) -> G batches of (P, B, ...), as views (no copies)."""
+    columns = [x.unbind(1) if x is not None else [None] * batches.actions.shape[1] for x in batches]
     return [type(batches)(*fields) for fields in zip(*columns)]
+
+
+def alone(batch: Batch) -> Batch:
+    """A single run's batch (1, B, ...) without its member axis, (B, ...)."""
+    return type(batch)(*(None if x is None else x[0] for x in batch))
 
 
 class CompileFailed(RuntimeError):
@@ -117,7 +123,7 @@ class CompiledUpdate:
         else:
             td_errors = self._step(batch.obs, batch.actions, targets, weights, self.lr)
         self.calls += 1
-        self.meter.updates += 1
+        self.meter.counts += 1
         return td_errors
 
     def take_skipped(self) -> int:
@@ -126,7 +132,7 @@ class CompiledUpdate:
             return 0
         skipped = int(self.skipped.item())
         self.skipped.zero_()
-        self.meter.updates -= skipped
+        self.meter.counts -= skipped
         return skipped
 
     def _loss(self, params, obs, actions, targets, weights):

@@ -37,11 +37,18 @@ def td_target(
 
 
 def td_loss(
-    q_taken: torch.Tensor, targets: torch.Tensor, kind: str = "huber", weights: torch.Tensor | None = None
+    q_taken: torch.Tensor,
+    targets: torch.Tensor,
+    kind: str = "huber",
+    weights: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean TD loss over the batch: huber (smooth L1, δ=1, as SB3 and Mnih et al.) or mse.
+    """Mean TD loss over the batch (the last axis): huber (smooth L1, δ=1, as SB3 and Mnih et al.) or mse. For
+    (B,) inputs a scalar; for a population's (P, B) one mean per member, (P,).
 
-    `weights` (B,) are prioritized replay's importance weights; the mean is then Σ w_i l_i / B.
+    `weights` (B,) are prioritized replay's importance weights; the mean is then Σ w_i l_i / B. `mask` (0/1) keeps
+    only some steps: the mean is then over the kept ones (Σ m_i w_i l_i / Σ m_i), and a row that keeps none has
+    loss 0 (and no gradient) rather than the NaN of an empty mean, which nan_policy would take for a divergence.
     """
     if kind == "huber":
         elementwise = F.smooth_l1_loss(q_taken, targets, reduction="none")
@@ -51,7 +58,9 @@ def td_loss(
         raise ValueError(f"unknown loss '{kind}' (huber or mse)")
     if weights is not None:
         elementwise = elementwise * weights
-    return elementwise.mean()
+    if mask is not None:
+        return (elementwise * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return elementwise.mean(-1)
 
 
 def n_step_return(rewards: np.ndarray | list[float], gamma: float) -> float:

@@ -25,10 +25,18 @@ Behaviours chosen once, for every agent on this loop:
 - The end of a run: a greedy evaluation at the final step unless one ran at that step, a checkpoint whenever the
   run stops (total_steps reached, stop_at_return reached, or the tracker's `should_stop`), then the summary.
 
-Where the member axis of a population goes (one network for P members): `Counters` stays per run (all members
-step their envs together), while `episodes`, `skipped_updates` and `best_eval`, the `Schedules` numbers, `tau`,
-the `LossMeter` sums and `Bookkeeping` (one tracker each) become per member, as (P,) arrays or tensors.
-`linear_schedule` and `sync_target` are elementwise, so they take those as they are.
+A population (agents/population.py) runs on this same loop, with a member axis first wherever it exists: the
+network's parameters (P, ...), the replay's storage (P, capacity, ...), the envs' arrays (P, num_envs, ...).
+Each member has what a single run has: its equivalent single-run config (its seed and hyperparameters), its
+`Counters`, `Schedules`, random streams, tracker and `Bookkeeping`; the `LossMeter` sums are (P,) and checked per
+member. A single run is a population of one. Members stay exactly their single runs:
+- a member whose every env only resets on a vector step (NEXT_STEP autoreset: no transition) steps again at once,
+  so every running member's `vec_steps` advance together and the training phases and target syncs of all members
+  fall on the same vector steps, as each single run's would;
+- a member that stops (total_steps, stop_at_return, its tracker's stop, or a non-finite loss under nan_policy:
+  stop) stops alone: its envs stop stepping and the optimizer leaves it out, while the others go on;
+- checkpoints are taken for every running member on the same vector step, each in its single run's layout, so a
+  population resumes from the newest vector step all of its running members saved (`counters.vec_steps`).
 """
 
 from __future__ import annotations
@@ -46,13 +54,15 @@ import torch
 from torch import nn
 
 import envs
+from agents.members import MemberAdam, MemberRun, adam_template
 from agents.replay import Replay
 from agents.schedules import Schedules, crossed
 from envs.evaluation import Policy, record_episode, run_episodes
+from envs.members import MemberEnvs
 from networks import io
 from networks.errors import CheckpointError, ConfigError, TrainingDiverged
 from networks.interfaces import Tracker
-from networks.runtime import resolve_device, restore_rng_state, rng_state, seed_everything
+from networks.runtime import resolve_device
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training ones
 MAX_EVAL_ENVS = 32
@@ -72,32 +82,29 @@ class Counters:
 
 
 class Learner(Protocol):
-    """The learning half of an agent: online and target nets, the optimizer, and its training phase."""
+    """The learning half of an agent: online and target nets (networks.batched.Members: every member), the
+    optimizer (torch's for a single run, MemberAdam for a population), and its training phase."""
 
     q_net: nn.Module
     target_net: nn.Module | None  # None for an agent without one (pqn): its checkpoints hold no target_net
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | MemberAdam
     meter: LossMeter
 
-    def train_phase(self, replay: Any, num_updates: int, beta: float, rng: np.random.Generator) -> int:
-        """`num_updates` gradient steps; returns how many were skipped as non-finite (nan_policy: skip)."""
+    def train_phase(self, replay: Any, num_updates: np.ndarray, betas: np.ndarray) -> np.ndarray:
+        """`num_updates[k]` gradient steps for member k (0: none), at prioritized replay's `betas`; returns how many
+        were skipped as non-finite per member (nan_policy: skip)."""
 
 
 # --- setup ------------------------------------------------------------------------------------------------
 
 
-def setup(config) -> tuple[torch.device, np.random.Generator]:
-    """What every trainer does first: validate (bad input fails before any slow work), torch threads, device,
-    seeds. Returns the device and the NumPy generator for the trainer's own sampling."""
-    config.validate()
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    device = resolve_device(config.device)
-    return device, seed_everything(config.seed)
-
-
 def make_env(config, num_envs: int, seed: int, **kwargs) -> gym.vector.VectorEnv:
     return envs.make(config.env_id, num_envs=num_envs, seed=seed, **kwargs, **config.env_kwargs)
+
+
+def make_member_env(members: list[MemberRun]) -> MemberEnvs:
+    """Every member's envs as one (P, num_envs) vector env, member k's made exactly as its single run makes them."""
+    return MemberEnvs([make_env(member.config, member.config.num_envs, member.config.seed) for member in members])
 
 
 def make_eval_env(config) -> gym.vector.VectorEnv:
@@ -165,12 +172,21 @@ def replay_options(config, device: torch.device) -> dict[str, Any]:
     }
 
 
+def learning_rates(optimizer: torch.optim.Optimizer | MemberAdam) -> np.ndarray:
+    """Each member's current learning rate, (P,)."""
+    if isinstance(optimizer, MemberAdam):
+        return optimizer.lr.copy()
+    return np.array([optimizer.param_groups[0]["lr"]])
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer | MemberAdam, rates: np.ndarray) -> None:
+    if isinstance(optimizer, MemberAdam):
+        optimizer.lr[:] = rates
+    else:
+        optimizer.param_groups[0]["lr"] = float(rates[0])
+
+
 # --- learning ---------------------------------------------------------------------------------------------
-
-
-def finite(loss: torch.Tensor, q_mean: torch.Tensor) -> bool:
-    """Whether an update's loss and mean Q are finite (one host sync)."""
-    return bool(torch.isfinite(loss) & torch.isfinite(q_mean))
 
 
 def gradient_step(
@@ -184,99 +200,157 @@ def gradient_step(
 
 
 def learning_state(
-    config, q_net: nn.Module, device: torch.device
-) -> tuple[nn.Module, list[nn.Parameter], torch.optim.Optimizer, LossMeter]:
+    config, q_net: nn.Module, device: torch.device, members: list[MemberRun] | None = None
+) -> tuple[nn.Module, list[nn.Parameter], torch.optim.Optimizer | MemberAdam, LossMeter]:
     """What a learner holds beside its online net: the target net (a frozen copy), the parameters, the optimizer,
-    and the meter of its losses."""
+    and the meter of its losses. `q_net` holds `members` (networks.batched.Members): several take MemberAdam,
+    with each member's max_grad_norm; one takes torch's optimizer, as a single run always did."""
     target_net = copy.deepcopy(q_net).requires_grad_(False)
     params = list(q_net.parameters())
-    return target_net, params, make_optimizer(config, params, device), LossMeter(device)
+    if members is None or len(members) == 1:
+        optimizer = make_optimizer(config, params, device)
+    else:
+        rates = [m.config.learning_rate for m in members]
+        optimizer = MemberAdam(params, np.array(rates), np.array([m.config.max_grad_norm for m in members]))
+        optimizer.template = adam_template(q_net.template)
+    return target_net, params, optimizer, LossMeter(device, len(members or [None]))
+
+
+def member_step(learner: Learner, loss: torch.Tensor, max_grad_norm: float, changed: np.ndarray | None) -> None:
+    """One optimizer step for every member from its loss (P,): a single run's `gradient_step`, or, for several
+    members, one backward of the sum of the losses of the members in `changed` ((P,) bool; all when None) and
+    MemberAdam's step for those members only."""
+    if not isinstance(learner.optimizer, MemberAdam):
+        gradient_step(learner.optimizer, learner.params, loss.sum(), max_grad_norm)
+        return
+    for param in learner.params:
+        param.grad = None
+    members = None if changed is None else np.flatnonzero(changed)
+    (loss.sum() if members is None else loss[torch.as_tensor(members, device=loss.device)].sum()).backward()
+    learner.optimizer.step(members)
 
 
 class LossMeter:
-    """The TD loss and mean Q of each update, summed on the learner's device and read when logged, so an update
-    costs no host sync. A compiled update adds into `loss_sum` and `q_sum` itself."""
+    """The TD loss and mean Q of each update, per member (P,), summed on the learner's device and read when logged,
+    so an update costs no host sync. A compiled update adds into `loss_sum` and `q_sum` itself."""
 
-    def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), device=device)
-        self.q_sum = torch.zeros((), device=device)
-        self.updates = 0
+    def __init__(self, device: torch.device, members: int = 1):
+        self.loss_sum = torch.zeros(members, device=device)
+        self.q_sum = torch.zeros(members, device=device)
+        self.counts = torch.zeros(members, dtype=torch.int64, device=device)  # updates per member since the last read
 
-    def add(self, loss: torch.Tensor, q_mean: torch.Tensor) -> None:
-        self.loss_sum += loss.detach()
-        self.q_sum += q_mean.detach()
-        self.updates += 1
+    def add(self, loss: torch.Tensor, q_mean: torch.Tensor, changed: np.ndarray | None = None) -> None:
+        """One update's loss and mean Q per member (P,), for the members in `changed` ((P,) bool; all when None)."""
+        if changed is None:
+            self.loss_sum += loss.detach()
+            self.q_sum += q_mean.detach()
+            self.counts += 1
+        else:
+            mask = torch.as_tensor(changed, device=self.loss_sum.device)
+            self.loss_sum += torch.where(mask, loss.detach(), 0.0)
+            self.q_sum += torch.where(mask, q_mean.detach(), 0.0)
+            self.counts += mask
 
-    def finite(self) -> bool:
-        return finite(self.loss_sum, self.q_sum)
+    def finite_members(self) -> np.ndarray:
+        """(P,) whether each member's losses and Q-values since the last read are finite (one host sync)."""
+        return (torch.isfinite(self.loss_sum) & torch.isfinite(self.q_sum)).cpu().numpy()
 
-    def read(self) -> dict[str, float]:
-        """Mean loss and Q since the last read (one host sync), or {} when there was no update."""
-        if self.updates == 0:
+    def read(self, member: int = 0) -> dict[str, float]:
+        """Member `member`'s mean loss and Q since its last read (one host sync), or {} when it had no update."""
+        count = int(self.counts[member])
+        if count == 0:
             return {}
-        loss, q_mean = (torch.stack([self.loss_sum, self.q_sum]) / self.updates).tolist()
-        self.loss_sum.zero_(), self.q_sum.zero_()
-        self.updates = 0
+        loss, q_mean = (torch.stack([self.loss_sum[member], self.q_sum[member]]) / count).tolist()
+        self.loss_sum[member] = 0.0
+        self.q_sum[member] = 0.0
+        self.counts[member] = 0
         return {"losses/td_loss": loss, "losses/q_values": q_mean}
 
 
-def check_finite(meter: LossMeter, counters: Counters, nan_policy: str) -> None:
-    """nan_policy stop: raise on a non-finite loss or Q since the last log; the last checkpoint is kept."""
-    if nan_policy == "stop" and not meter.finite():
-        raise TrainingDiverged(
-            f"non-finite TD loss or Q-value by update {counters.updates} (env step {counters.step}); stopped, "
-            "the last checkpoint is the last good one. Lower learning_rate, check the rewards, or set "
-            "nan_policy: skip"
-        )
+def diverged_message(counters: Counters) -> str:
+    return (
+        f"non-finite TD loss or Q-value by update {counters.updates} (env step {counters.step}); stopped, "
+        "the last checkpoint is the last good one. Lower learning_rate, check the rewards, or set nan_policy: skip"
+    )
 
 
-def learn(config, counters: Counters, learner: Learner, replay: Replay, schedules: Schedules, rng) -> None:
+def learn(
+    config,
+    counters: list[Counters],
+    learner: Learner,
+    replay: Replay,
+    schedules: list[Schedules],
+    running: np.ndarray,
+) -> np.ndarray:
     """(4) Every `train_freq` vector steps after `learning_starts` transitions: a training phase of
-    `gradient_steps` updates (-1: as many as transitions since the last phase), then the non-finite check."""
-    if counters.step <= config.learning_starts or counters.vec_steps % config.train_freq:
-        return
-    if not replay.can_sample(config.batch_size):
-        return
-    num_updates = config.gradient_steps if config.gradient_steps > 0 else counters.since_train
-    learner.optimizer.param_groups[0]["lr"] = schedules.lr(counters.step)
-    skipped = learner.train_phase(replay, num_updates, schedules.beta(counters.step), rng)
-    counters.updates += num_updates - skipped
-    counters.skipped_updates += skipped
-    counters.since_train = 0
-    check_finite(learner.meter, counters, config.nan_policy)
+    `gradient_steps` updates (-1: as many as transitions since the last phase) for each running member, then the
+    non-finite check. Returns the members that went non-finite under nan_policy: stop, (P,) (none for skip)."""
+    members = np.flatnonzero(running)
+    if not len(members) or counters[members[0]].vec_steps % config.train_freq:  # running members step together
+        return np.zeros(len(counters), bool)
+    due = running & replay.can_sample(config.batch_size)
+    due &= np.array([c.step > config.learning_starts for c in counters])
+    if not due.any():
+        return np.zeros(len(counters), bool)
+    since = np.array([c.since_train for c in counters])
+    num_updates = np.where(due, config.gradient_steps if config.gradient_steps > 0 else since, 0)
+    steps = [c.step for c in counters]
+    rates = np.array([s.lr(step) for s, step in zip(schedules, steps)])
+    set_learning_rates(learner.optimizer, np.where(due, rates, learning_rates(learner.optimizer)))
+    skipped = learner.train_phase(replay, num_updates, np.array([s.beta(step) for s, step in zip(schedules, steps)]))
+    for k in np.flatnonzero(due):
+        counters[k].updates += int(num_updates[k] - skipped[k])
+        counters[k].skipped_updates += int(skipped[k])
+        counters[k].since_train = 0
+    if config.nan_policy != "stop":
+        return np.zeros(len(counters), bool)
+    return due & ~learner.meter.finite_members()
 
 
 @torch.no_grad()
-def sync_target(target: nn.Module, online: nn.Module, tau: float) -> None:
+def sync_target(target: nn.Module, online: nn.Module, tau: float | np.ndarray) -> None:
     """θ_target <- τ θ + (1 - τ) θ_target for every parameter: τ = 1 is a copy (Mnih et al. 2015), τ < 1 Polyak
     averaging (Lillicrap et al. 2016). Buffers (BatchNorm statistics) are copied. The lerp is elementwise, so a
-    population's per-member τ is a (P, 1, ...) tensor per parameter."""
+    population's per-member τ, (P,), weighs each member's slice of every (P, ...) parameter (a lerp by 1 copies)."""
     targets, onlines = list(target.parameters()), list(online.parameters())
-    if tau >= 1.0:
+    taus = np.atleast_1d(np.asarray(tau, dtype=np.float64))
+    if (taus >= 1.0).all():
         torch._foreach_copy_(targets, onlines)
+    elif len(set(taus.tolist())) == 1:
+        torch._foreach_lerp_(targets, onlines, float(taus[0]))
     else:
-        torch._foreach_lerp_(targets, onlines, tau)
+        weights = torch.as_tensor(taus, dtype=targets[0].dtype, device=targets[0].device)
+        shaped = [weights.view(-1, *([1] * (t.dim() - 1))).expand_as(t) for t in targets]
+        torch._foreach_lerp_(targets, onlines, shaped)
     for target_buffer, online_buffer in zip(target.buffers(), online.buffers()):
         target_buffer.copy_(online_buffer)
 
 
 class TargetSync:
     """(3) Every `target_update_interval` env steps (in vector steps, interval // num_envs, as SB3), the target
-    net follows the online one. A copy is skipped when no update has changed the online net since the last copy:
-    it would change nothing (the first one after a start or resume always runs)."""
+    net follows the online one, each member with its own τ (`taus`, (P,); the config's τ when None). A copy is
+    skipped when no running member's online net changed since its own last copy (each member's update count at
+    its last sync): it would change nothing for them (the first one after a start or resume always runs). A copy
+    that one member's updates call for is a no-op for the running members whose count did not move (their target
+    already equals their online net). Running members step together, so one cadence serves them all."""
 
-    def __init__(self, config, learner: Learner):
-        self.target_net, self.q_net, self.tau = learner.target_net, learner.q_net, config.tau
+    def __init__(self, config, learner: Learner, taus: np.ndarray | None = None):
+        self.target_net, self.q_net = learner.target_net, learner.q_net
+        self.tau = np.array([config.tau]) if taus is None else np.asarray(taus, dtype=np.float64)
         self.every = max(config.target_update_interval // config.num_envs, 1)
-        self.synced_at: int | None = None  # counters.updates at the last sync
+        self.synced_at = np.full(len(self.tau), -1)  # each member's updates at its last sync (-1: none yet)
 
-    def __call__(self, counters: Counters) -> None:
-        if counters.vec_steps % self.every:
+    def __call__(self, counters: Counters | list[Counters], running: np.ndarray | None = None) -> None:
+        """`counters`: every member's (a single run's own); `running` (P,): the members still training (all)."""
+        counters = [counters] if isinstance(counters, Counters) else counters
+        members = np.arange(len(counters)) if running is None else np.flatnonzero(running)
+        if counters[members[0]].vec_steps % self.every:
             return
-        if self.tau >= 1.0 and counters.updates == self.synced_at:
+        updates = np.array([counters[k].updates for k in members])
+        if (self.tau >= 1.0).all() and (updates == self.synced_at[members]).all():
             return
         sync_target(self.target_net, self.q_net, self.tau)
-        self.synced_at = counters.updates
+        self.synced_at[members] = updates
 
 
 # --- bookkeeping: episodes, the log / evaluate / checkpoint cadence, the summary -------------------------
@@ -303,6 +377,8 @@ class Bookkeeping:
         self.metrics, self.evaluate, self.snapshot, self.stop_at_return = metrics, evaluate, snapshot, stop_at_return
         self.start_time, self.start_step = time.perf_counter(), counters.step
         self.last_eval: dict = {}
+        self.status = "running"  # then done | solved | stopped (the tracker's stop) | diverged
+        self.summary: dict | None = None  # set by `finish`
 
     def record_step(self, valid: np.ndarray, info: dict) -> int:
         """Count a vector step's transitions (0 on a step where every env only reset) and log ended episodes."""
@@ -323,17 +399,23 @@ class Bookkeeping:
             )
         return new
 
-    def after_step(self, before: int) -> bool:
+    def after_step(self, before: int, checkpoint: bool | None = None) -> bool:
         """Log, evaluate and checkpoint where their cadence falls in (before, step]; True when the run stops now
-        (its checkpoint is written)."""
+        (its checkpoint is written, `status` says why). `checkpoint`: whether to checkpoint now, when a population
+        decides for all its members at once (None: this run's own cadence)."""
         config, step = self.config, self.counters.step
         done = step >= config.total_steps
         if crossed(before, step, config.log_every):
             self.tracker.log({"charts/sps": self.steps_per_second(), **self.metrics(before)}, step)
+        solved = False
         if crossed(before, step, config.eval_every) or (done and self.last_eval.get("step") != step):
-            done = self.evaluation() or done
-        stop = done or self.tracker.should_stop()
-        if crossed(before, step, config.checkpoint_every) or stop:
+            solved = self.evaluation()
+        stopped = not (done or solved) and self.tracker.should_stop()
+        stop = done or solved or stopped
+        if stop:
+            self.status = "solved" if solved else "done" if done else "stopped"
+        due = crossed(before, step, config.checkpoint_every) if checkpoint is None else checkpoint
+        if due or stop:
             self.tracker.checkpoint(self.snapshot(True), step)
         return stop
 
@@ -369,108 +451,182 @@ class Bookkeeping:
             summary["eval/best_return"] = counters.best_eval
         summary.update(extra or {})
         self.tracker.summary(summary)
+        self.summary = summary
         return summary
 
 
 # --- the loop ---------------------------------------------------------------------------------------------
 
-# (obs, valid, ε) -> (next_obs, ended, info): the agent's (1) act and (2) step and store, for one vector step.
-# `valid` marks the envs whose step is a transition (not the reset step after an episode ended); `ended` is
-# terminated | truncated of this step; `info` is the vector env's.
-Step = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, dict]]
+# (obs, valid, ε, stepping) -> (next_obs, ended, infos): the agent's (1) act and (2) step and store, for one vector
+# step of the members in `stepping` (P,) (the others keep their observation and end nothing). Arrays have the member
+# axis first: obs (P, num_envs, ...); `valid` (P, num_envs) marks the envs whose step is a transition (not the
+# reset step after an episode ended); ε (P,); `ended` is terminated | truncated of this step; `infos` holds each
+# member's vector-env info.
+Step = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, list[dict]]]
 
 
 def run(
     config,
-    tracker: Tracker,
-    env: gym.vector.VectorEnv,
+    env: MemberEnvs,
     learner: Learner,
     replay: Replay,
-    rng: np.random.Generator,
+    members: list[MemberRun],
     step: Step,
-    evaluate: Callable[[gym.vector.VectorEnv], dict],
+    evaluate: Callable[[int, gym.vector.VectorEnv], dict],
     *,
     kind: str,
-    resume: dict | None = None,
-) -> dict[str, float]:
-    """Train until `total_steps` transitions, a solved evaluation or the tracker's stop; returns the summary.
-    `evaluate(eval_env)` plays the agent's greedy episodes on envs this loop owns."""
-    counters = Counters() if resume is None else restore(resume, learner, replay, rng, kind)
-    eval_env, schedules = make_eval_env(config), Schedules.of(config)
-    target_sync = TargetSync(config, learner)
+) -> dict[str, float] | list[dict[str, float]]:
+    """Train every member until its `total_steps` transitions, a solved evaluation or its tracker's stop; returns
+    the summary (a population: one per member, None for a member that had `finished`). `evaluate(k, eval_env)`
+    plays member k's greedy episodes on envs this loop owns."""
+    size = len(members)
+    counters = [Counters() if m.resume is None else restore_member(m, learner, replay, kind) for m in members]
+    eval_envs = [make_eval_env(m.config) for m in members]
+    schedules = [Schedules.of(m.config) for m in members]
+    target_sync = TargetSync(config, learner, np.array([m.config.tau for m in members]))
+    books = [
+        _bookkeeping(config, m, counters[m.index], learner, replay, schedules[m.index], evaluate, eval_envs)
+        for m in members
+    ]
+    running = np.array([c.step < config.total_steps and not m.finished for m, c in zip(members, counters)])
+    for k in np.flatnonzero(~running & ~np.array([m.finished for m in members])):
+        books[k].status = "done"  # resumed at total_steps (cut off before its summary): it ends with one now
+        _finish(config, books[k])
+    obs, _ = env.reset([m.config.seed + c.step for m, c in zip(members, counters)])  # a resume starts new episodes
+    ended = np.zeros((size, env.num_envs), dtype=bool)  # NEXT_STEP autoreset: an env's step after its end only resets
+    while running.any():
+        epsilons = np.array([s.epsilon(c.step) for s, c in zip(schedules, counters)])
+        # A member whose every env ended on its last step only resets them on this one: no transition. It steps
+        # again at once, as its single run's next pass would, so running members' vector steps stay together.
+        resetting = running & ended.all(axis=1)
+        if resetting.any():
+            obs, _, _ = step(obs, np.zeros_like(ended), epsilons, resetting)
+            ended[resetting] = False
+        valid = ~ended & running[:, None]
+        before = [c.step for c in counters]
+        # (1) act, (2) step and store: the agent's own
+        obs, now_ended, infos = step(obs, valid, epsilons, running)
+        ended = np.where(running[:, None], now_ended, ended)
+        for k in np.flatnonzero(running):
+            books[k].record_step(valid[k], infos[k])
+        # (3) sync target (before learning, as SB3)
+        target_sync(counters, running)
+        # (4) learn
+        diverged = learn(config, counters, learner, replay, schedules, running)
+        # (5) log, evaluate, checkpoint: every running member on the same vector step
+        due = any(crossed(before[k], counters[k].step, config.checkpoint_every) for k in np.flatnonzero(running))
+        for k in np.flatnonzero(running):
+            if diverged[k]:
+                running[k] = False
+                _diverged(config, books[k], members[k])
+            elif books[k].after_step(before[k], checkpoint=due if size > 1 else None):
+                running[k] = False
+                _finish(config, books[k])
+    env.close()
+    for eval_env in eval_envs:
+        eval_env.close()
+    summaries = [book.summary for book in books]
+    return summaries[0] if config.population is None else summaries
+
+
+def _bookkeeping(
+    config,
+    member: MemberRun,
+    counters: Counters,
+    learner: Learner,
+    replay: Replay,
+    schedules: Schedules,
+    evaluate: Callable,
+    eval_envs: list,
+) -> Bookkeeping:
+    """Member k's Bookkeeping: its charts and losses, its greedy evaluation, its checkpoint tree."""
+    k = member.index
 
     def metrics(step: int) -> dict:
         charts = {
             "charts/epsilon": schedules.epsilon(step),
-            "charts/learning_rate": learner.optimizer.param_groups[0]["lr"],
+            "charts/learning_rate": float(learning_rates(learner.optimizer)[k]),
             "charts/updates": counters.updates,
         }
         if config.nan_policy == "skip":
             charts["losses/skipped_updates"] = counters.skipped_updates
-        return {**charts, **learner.meter.read()}
+        return {**charts, **learner.meter.read(k)}
 
     def checkpoint_tree(with_replay: bool) -> dict:  # the replay only in step checkpoints, with save_replay
-        return snapshot(learner, counters, rng, replay if with_replay and config.save_replay else None)
+        return snapshot_member(learner, member, counters, replay if with_replay and config.save_replay else None)
 
     book = Bookkeeping(
-        config,
-        tracker,
+        member.config,
+        member.tracker,
         counters,
         metrics=metrics,
-        evaluate=lambda: evaluate(eval_env),
+        evaluate=lambda: evaluate(k, eval_envs[k]),
         snapshot=checkpoint_tree,
         stop_at_return=config.stop_at_return,
     )
-    obs, _ = env.reset(seed=config.seed + counters.step)  # a resumed run starts fresh episodes
-    ended = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP autoreset: an env's step after its end only resets it
-    while counters.step < config.total_steps:
-        before, valid = counters.step, ~ended
-        # (1) act, (2) step and store: the agent's own
-        obs, ended, info = step(obs, valid, schedules.epsilon(counters.step))
-        if not book.record_step(valid, info):
-            continue
-        # (3) sync target (before learning, as SB3)
-        target_sync(counters)
-        # (4) learn
-        learn(config, counters, learner, replay, schedules, rng)
-        # (5) log, evaluate, checkpoint
-        if book.after_step(before):
-            break
-    return book.finish(env, eval_env)
+    return book
+
+
+def _finish(config, book: Bookkeeping) -> None:
+    """A member's summary; a population's members also say why they stopped (`status`)."""
+    book.finish(extra=None if config.population is None else {"status": book.status})
+
+
+def _diverged(config, book: Bookkeeping, member: MemberRun) -> None:
+    """A member went non-finite (nan_policy: stop): a single run raises, as it always did; a member stops alone,
+    its summary saying why and at which step (its last checkpoint is its last good one)."""
+    message = diverged_message(book.counters)
+    if config.population is None:
+        raise TrainingDiverged(message)
+    book.status = "diverged"
+    book.finish(extra={"status": "diverged", "status/reason": message})
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------
 
 
-def snapshot(learner: Learner, counters: Counters, rng: np.random.Generator, replay: Replay | None = None) -> dict:
-    """Everything a resume needs: networks, optimizer, counters, RNG states, and the replay when asked. A learner
-    without a target net (`target_net` None: pqn) has no `target_net` key."""
-    tree = {"q_net": learner.q_net.state_dict()}
-    if learner.target_net is not None:
-        tree["target_net"] = learner.target_net.state_dict()
-    tree.update(optimizer=learner.optimizer.state_dict(), counters=asdict(counters), rng=rng_state(rng))
+def snapshot_member(learner: Learner, member: MemberRun, counters: Counters, replay: Replay | None = None) -> dict:
+    """Member k's checkpoint tree in its single run's layout (a single run's is member 0's): its network, target
+    network (when the learner has one) and optimizer state, its counters and random streams, and its replay when
+    asked."""
+    k = member.index
+    optimizer = learner.optimizer
+    tree = {"q_net": learner.q_net.member_state(k)}
+    if learner.target_net is not None:  # an agent without one (pqn) checkpoints none
+        tree["target_net"] = learner.target_net.member_state(k)
+    tree.update(
+        optimizer=optimizer.member_state_dict(k) if isinstance(optimizer, MemberAdam) else optimizer.state_dict(),
+        counters=asdict(counters),
+        rng=member.rng_tree(),
+    )
     if replay is not None:
-        tree["replay"] = replay.state_dict()
+        tree["replay"] = replay.state_dict(k)
     return tree
 
 
-def restore(tree: dict, learner: Learner, replay: Replay | None, rng: np.random.Generator, kind: str) -> Counters:
-    """Undo `snapshot` in place; returns the counters. CheckpointError when the tree does not fit."""
-    keys = ("q_net", "target_net", "optimizer", "counters", "rng")
-    missing = [key for key in keys if key not in tree and (key != "target_net" or learner.target_net is not None)]
+def restore_member(member: MemberRun, learner: Learner, replay: Replay | None, kind: str) -> Counters:
+    """Undo `snapshot_member` from `member.resume`; returns its counters. CheckpointError when the tree does not fit
+    (it is checked against a single run's network of the same config)."""
+    tree, k = member.resume, member.index
+    nets = {"q_net": learner.q_net, "target_net": learner.target_net}
+    nets = {name: net for name, net in nets.items() if net is not None}
+    missing = [key for key in (*nets, "optimizer", "counters", "rng") if key not in tree]
     if missing:
         raise CheckpointError(f"checkpoint lacks {missing} (is it a {kind} run?)")
-    io.load_module_state(learner.q_net, tree["q_net"], "q_net")
-    if learner.target_net is not None:
-        io.load_module_state(learner.target_net, tree["target_net"], "target_net")
-    io.load_optimizer_state(learner.optimizer, tree["optimizer"])
+    for name, net in nets.items():
+        io.load_module_state(net.template, tree[name], name)  # keys and shapes checked on a single member's module
+        net.load_member_state(k, tree[name])
+    if isinstance(learner.optimizer, MemberAdam):
+        learner.optimizer.load_member_state_dict(k, tree["optimizer"])
+    else:
+        io.load_optimizer_state(learner.optimizer, tree["optimizer"])
     try:
         counters = Counters(**tree["counters"])
     except TypeError as e:
         raise CheckpointError(f"counters: {e}") from None
-    restore_rng_state(tree["rng"], rng)
+    member.restore_rng(tree["rng"])
     if "replay" in tree and replay is not None:
-        replay.load_state_dict(tree["replay"])
+        replay.load_state_dict(tree["replay"], k)
     return counters
 
 

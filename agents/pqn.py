@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 import networks
-from agents import dqn, losses, offpolicy
+from agents import dqn, losses, members, offpolicy
 from agents.offpolicy import EVAL_SEED_OFFSET, Counters
 from agents.schedules import Schedules
-from networks.errors import ConfigError
+from networks.batched import Members
+from networks.errors import ConfigError, TrainingDiverged
 from networks.interfaces import Tracker
 
 
@@ -136,10 +137,11 @@ class Learner:
     """The Q-network, RAdam and the update over one rollout: the learning half of PQN. No target network: Q(λ)
     bootstraps from the online network's own Q-values, which LayerNorm keeps from diverging."""
 
-    target_net = None  # offpolicy.snapshot / restore: PQN checkpoints hold no target_net
+    target_net = None  # offpolicy.snapshot_member / restore_member: PQN checkpoints hold no target_net
 
     def __init__(self, config: Config, q_net: dqn.QNetwork, device: torch.device):
-        self.config, self.q_net = config, q_net
+        self.config, self.net = config, q_net
+        self.q_net = Members([q_net])  # the checkpoint view the shared loop's snapshot and restore use
         self.params = list(q_net.parameters())
         self.optimizer = torch.optim.RAdam(self.params, lr=config.learning_rate, foreach=True)  # purejaxql, CleanRL
         self.meter = offpolicy.LossMeter(device)
@@ -177,11 +179,11 @@ class Learner:
 
     def update(self, obs: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor) -> bool:
         """One gradient step towards `targets` (B,); False when skipped as non-finite (nan_policy: skip)."""
-        q_values = self.q_net(obs)  # (B, A)
+        q_values = self.net(obs)  # (B, A)
         q_taken = q_values.gather(1, actions[:, None]).squeeze(1)  # (B,) Q(s, a) of the actions taken
         loss = losses.td_loss(q_taken, targets, self.config.loss)
         q_mean = q_values.detach().mean()
-        if self.config.nan_policy == "skip" and not offpolicy.finite(loss, q_mean):
+        if self.config.nan_policy == "skip" and not bool(torch.isfinite(loss) & torch.isfinite(q_mean)):
             return False
         offpolicy.gradient_step(self.optimizer, self.params, loss, self.config.max_grad_norm)
         self.meter.add(loss, q_mean)
@@ -204,11 +206,12 @@ def schedules(config: Config) -> Schedules:
 
 
 def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> dict[str, float]:
-    device, rng = offpolicy.setup(config)  # bad input fails here and in the next lines, before any slow work
+    device, (member,) = members.setup(config, tracker, resume)  # bad input fails here and below, before slow work
+    rng = member.rng
     env = offpolicy.make_env(config, config.num_envs, config.seed)
     q_net = build_q_network(config, env).to(device)
     learner, rollout = Learner(config, q_net, device), Rollout(config, env, device)
-    counters = Counters() if resume is None else offpolicy.restore(resume, learner, None, rng, "pqn")
+    counters = Counters() if resume is None else offpolicy.restore_member(member, learner, None, "pqn")
     eval_env, schedule = offpolicy.make_eval_env(config), schedules(config)
     n_actions = int(env.single_action_space.n)
 
@@ -232,7 +235,7 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
         counters,
         metrics=metrics,
         evaluate=evaluation,
-        snapshot=lambda _: offpolicy.snapshot(learner, counters, rng),
+        snapshot=lambda _: offpolicy.snapshot_member(learner, member, counters),
         stop_at_return=config.stop_at_return,
     )
     obs, _ = env.reset(seed=config.seed + counters.step)  # a resumed run starts fresh episodes
@@ -261,7 +264,8 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
         made, skipped = learner.train_phase(rollout, targets, rng)
         counters.updates += made
         counters.skipped_updates += skipped
-        offpolicy.check_finite(learner.meter, counters, config.nan_policy)
+        if config.nan_policy == "stop" and not learner.meter.finite_members()[0]:
+            raise TrainingDiverged(offpolicy.diverged_message(counters))
         # (4) log, evaluate, checkpoint
         if book.after_step(before):
             break

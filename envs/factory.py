@@ -31,6 +31,8 @@ from networks.errors import ConfigError
 FAMILIES = {"ALE/": "envs.atari", "MiniGrid-": "envs.minigrid"}
 # id prefix -> module whose import registers those ids with Gymnasium
 REGISTERING_MODULES = {"dlforge/": "envs.novel", "MinAtar/": "envs.minatar"}
+# a package that ships as one of dlforge's optional extras -> the extra that installs it
+EXTRAS = {"minatar": "minatar"}
 VECTORIZATION = ("auto", "vector", "sync", "async")
 # `auto` takes an env's native vector entry point from this many copies up. Below it, stepping separate envs
 # costs less: CartPole, 1 env: sync 17 us/step, native 34 us/step; they cross at 4 envs; 16 envs: 100 vs 42.
@@ -137,7 +139,10 @@ def _import(module: str, env_id: str):
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name != module:  # the family's own dependency is missing: say which
-            raise ConfigError("env_id", f"'{env_id}' needs the package '{e.name}', which is not installed") from None
+            hint = f": pip install 'dlforge[{EXTRAS[e.name]}]'" if e.name in EXTRAS else ""
+            raise ConfigError(
+                "env_id", f"'{env_id}' needs the package '{e.name}', which is not installed{hint}"
+            ) from None
         path = module.replace(".", "/") + ".py"
         raise ConfigError("env_id", f"'{env_id}' needs {path}, which this install lacks") from None
 

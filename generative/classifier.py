@@ -7,7 +7,6 @@ The GAN trainers reuse `fit_judge` / `load_judge` to score their samples (genera
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from generative.common import ensure_finite, make_tree, restore_tree, spec_of, torch_threads
+from generative.common import (
+    Best,
+    TrainingOptions,
+    cosine_schedule,
+    fit,
+    make_tree,
+    restore_tree,
+    session,
+    spec_of,
+    translate,
+)
 from generative.data import Images, load_images
 from generative.metrics import Judge
 from networks import io
 from networks.errors import CheckpointError, ConfigError
-from networks.runtime import resolve_device, seed_everything
 
 
 @dataclass
-class Config:
-    data: str = "digits"  # digits | mnist5k | npz:<path> | folder:<path> | env:<env_id>; needs labels
+class Config(TrainingOptions):
+    data: str = "digits"  # digits | mnist5k | npz:<path> | folder:<path>; needs labels
     network: dict[str, Any] = field(default_factory=lambda: {"type": "lenet5"})  # LeCun et al. 1998
     image_size: int = field(default=32, metadata={"ge": 8})  # LeNet-5's 32x32 input field
     margin: int = field(default=4, metadata={"ge": 0})  # blank border: 8x8 digits become 24x24 in 32x32
@@ -35,10 +43,6 @@ class Config:
     cosine_decay: bool = True  # anneal lr to 0 over total_steps (Loshchilov & Hutter 2017): a steadier finish
     shift: int = field(default=2, metadata={"ge": 0})  # random translation by up to this many pixels (augmentation)
     eval_every: int = field(default=200, metadata={"gt": 0})  # steps between test-set evaluations
-    test_fraction: float = field(default=0.2, metadata={"gt": 0, "lt": 1})  # held-out share, stratified
-    seed: int = 0  # seeds the split, the init and the batches
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
 
     def validate(self) -> None:
         if self.image_size - 2 * self.margin < 4:
@@ -46,56 +50,39 @@ class Config:
 
 
 def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    with torch_threads(config.torch_threads):
-        return _train(config, tracker, resume)
+    with session(config) as device:
+        data = load_images(config.data, seed=config.seed, test_fraction=config.test_fraction)
+        if data.y_train is None:
+            raise ConfigError("data", f"'{config.data}' has no labels; a classifier needs them")
+        shape = (data.shape[0], config.image_size, config.image_size)
+        judge = Judge(config.network, shape, data.num_classes, config.margin).to(device)
+        optimizer = torch.optim.Adam(judge.parameters(), lr=config.lr)
+        step, best = 0, Best("eval/accuracy", "max")
+        if resume is not None:
+            step = restore_tree(resume, {"judge": judge}, {"judge": optimizer})
+            best.value = float(resume.get("best_accuracy", best.value))
+        schedule = cosine_schedule(optimizer, config.total_steps, enabled=config.cosine_decay, step=step)
+        x_train, y_train, x_test, y_test = _prepared(judge, data, device)
 
+        def update(step: int) -> dict[str, torch.Tensor]:
+            loss = train_step(judge, optimizer, x_train, y_train, config.batch_size, shift=config.shift)
+            schedule.step()
+            return {"losses/cross_entropy": loss.detach()}
 
-def _train(config: Config, tracker, resume: dict | None) -> dict[str, float]:
-    config.validate()
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    data = load_images(config.data, seed=config.seed, test_fraction=config.test_fraction)
-    if data.y_train is None:
-        raise ConfigError("data", f"'{config.data}' has no labels; a classifier needs them")
-    judge = Judge(
-        config.network, (data.shape[0], config.image_size, config.image_size), data.num_classes, config.margin
-    ).to(device)
-    optimizer = torch.optim.Adam(judge.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, config))
-    step = 0
-    if resume is not None:
-        step = restore_tree(resume, {"judge": judge}, {"judge": optimizer})
-        schedule.last_epoch = step
-
-    x_train, y_train, x_test, y_test = _prepared(judge, data, device)
-    best = -1.0 if resume is None else float(resume.get("best_accuracy", -1.0))
-    metrics: dict[str, float] = {}
-    while step < config.total_steps:
-        loss = train_step(judge, optimizer, x_train, y_train, config.batch_size, shift=config.shift)
-        schedule.step()
-        step += 1
-        if step % 50 == 0 or step % config.eval_every == 0 or step == config.total_steps:
-            ensure_finite(step, cross_entropy=loss.item())
-            tracker.log({"losses/cross_entropy": loss.item()}, step)
-        if step % config.eval_every == 0 or step == config.total_steps:
+        def evaluate(step: int) -> dict[str, float]:
             metrics = evaluate_accuracy(judge, x_test, y_test)
             tracker.log(metrics, step)
-            accuracy = metrics["eval/accuracy"]
-            tree = make_tree({"judge": judge}, {"judge": optimizer}, step, specs={"judge": judge.describe()},
-                             best_accuracy=max(best, accuracy))  # fmt: skip
-            tracker.checkpoint(tree, step)
-            if accuracy > best:
-                best = accuracy
-                tracker.checkpoint(tree, step, best=True, metric=accuracy)
-            if tracker.should_stop():
-                break
-    summary = {**metrics, "eval/best_accuracy": best}
-    tracker.summary(summary)
-    return summary
+            return metrics
 
+        def checkpoint_tree(step: int) -> dict:
+            return make_tree({"judge": judge}, {"judge": optimizer}, step, specs={"judge": judge.describe()},
+                             best_accuracy=best.value)  # fmt: skip
 
-def _cosine(step: int, config: Config) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(step / config.total_steps, 1.0))) if config.cosine_decay else 1.0
+        _, metrics = fit(tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every,
+                         update=update, evaluate=evaluate, checkpoint_tree=checkpoint_tree, best=best)  # fmt: skip
+        summary = {**metrics, "eval/best_accuracy": best.value}
+        tracker.summary(summary)
+        return summary
 
 
 def train_step(judge: Judge, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shift: int = 0):
@@ -106,19 +93,6 @@ def train_step(judge: Judge, optimizer, x: torch.Tensor, y: torch.Tensor, batch_
     loss.backward()
     optimizer.step()
     return loss
-
-
-def translate(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """Shift each image by a random whole number of pixels in [-shift, shift] on each axis (zeros fill in)."""
-    if shift == 0:
-        return x
-    n, _, h, w = x.shape
-    offsets = torch.randint(-shift, shift + 1, (n, 2), device=x.device).float()
-    theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2], theta[:, 1, 2] = -2 * offsets[:, 0] / w, -2 * offsets[:, 1] / h
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def _prepared(judge: Judge, data: Images, device):

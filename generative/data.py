@@ -8,8 +8,9 @@ Image sources (the `data` config field):
   `y` (N,) holds integer labels. (`dlforge generate --out s.npz` writes `samples`, so its output loads back.)
 - `folder:<path>`: image files (png, jpg, bmp, gif) read with Pillow; sub-folders, if any, name the labels.
 - `env:<env_id>`: frames from a Gymnasium env under a uniformly random policy, preprocessed exactly as the agents
-  see them. generative/ may not import envs/ (the layering), so launch/ hands its env factory in once with
-  `register_env_factory(envs.make)`; without it `env:` data raise a ConfigError saying so.
+  see them. generative/ may not import envs/ (the layering), so the caller passes the env factory in:
+  `load_images(..., make_env=envs.make)` (launch/ does this for every trainer whose `train` takes `make_env`);
+  without it `env:` data raise a ConfigError saying so.
 
 Sequence sources (`load_sequences`): `sines` (generated), or `npz:<path>` holding `sequences` (N, T, F), or a
 trajectory file with `obs` (N, ...) (each step's observation, flattened to F features) and `dones` (N,) (true on
@@ -36,14 +37,6 @@ IMAGE_SOURCES = ("digits", "mnist5k", "npz:<path>", "folder:<path>", "env:<env_i
 NPZ_IMAGE_ARRAYS = ("x", "images", "samples")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TRAJECTORY_ARRAYS = {"obs", "actions", "rewards", "dones"}  # `dlforge eval --save-trajectories`: one entry per step
-
-_env_factory: Callable | None = None
-
-
-def register_env_factory(make_env: Callable) -> None:
-    """launch/ calls this with `envs.make` so `env:<id>` frames use the agents' own env factory."""
-    global _env_factory
-    _env_factory = make_env
 
 
 @dataclass(frozen=True)
@@ -72,9 +65,11 @@ def load_images(
     image_size: int | None = None,
     test_fraction: float = 0.2,
     env_frames: int = 2000,
+    make_env: Callable | None = None,
 ) -> Images:
-    """Load `data` and split it by `seed`. `image_size` resizes (square) when given; None keeps the native size."""
-    x, y = _read_images(data, seed=seed, env_frames=env_frames, image_size=image_size)
+    """Load `data` and split it by `seed`. `image_size` resizes (square) when given; None keeps the native size.
+    `make_env(env_id, num_envs=1, seed=...)` (envs.make) makes the env that `env:<env_id>` data are collected from."""
+    x, y = _read_images(data, seed=seed, env_frames=env_frames, image_size=image_size, make_env=make_env)
     if image_size is not None and x.shape[-2:] != (image_size, image_size):
         x = fit_images(torch.from_numpy(x), image_size).numpy()
     train_idx, test_idx = split_indices(len(x), y, seed=seed, test_fraction=test_fraction)
@@ -126,7 +121,7 @@ def check_shape(field: str, model_shape: tuple[int, ...], data_shape: tuple[int,
 # --- image sources ------------------------------------------------------------------------------
 
 
-def _read_images(data: str, *, seed: int, env_frames: int, image_size: int | None):
+def _read_images(data: str, *, seed: int, env_frames: int, image_size: int | None, make_env: Callable | None):
     if data in ("digits", "mnist5k"):
         x, y = _bundled(data)
         return x.copy(), y.copy()
@@ -135,7 +130,7 @@ def _read_images(data: str, *, seed: int, env_frames: int, image_size: int | Non
     if data.startswith("folder:"):
         return _read_folder(Path(data[7:]).expanduser(), image_size)
     if data.startswith("env:"):
-        return env_frame_images(data[4:], n=env_frames, seed=seed), None
+        return env_frame_images(data[4:], n=env_frames, seed=seed, make_env=make_env), None
     raise ConfigError("data", f"unknown data set '{data}' (allowed: {', '.join(IMAGE_SOURCES)})")
 
 
@@ -224,14 +219,14 @@ def _read_folder(root: Path, image_size: int | None):
     return x, y
 
 
-def env_frame_images(env_id: str, *, n: int, seed: int) -> np.ndarray:
+def env_frame_images(env_id: str, *, n: int, seed: int, make_env: Callable | None) -> np.ndarray:
     """`n` observations from `env_id` under a uniformly random policy, as the agents' networks see them."""
-    if _env_factory is None:
+    if make_env is None:
         raise ConfigError(
-            "data", f"env:{env_id} needs the env factory that launch/ registers (run it with `dlforge train`)"
+            "data", f"env:{env_id} needs an env factory (make_env=envs.make), which `dlforge train` passes in"
         )
     try:
-        env = _env_factory(env_id, num_envs=1, seed=seed)
+        env = make_env(env_id, num_envs=1, seed=seed)
     except ConfigError as e:  # envs.make names its own field (env_id); the user wrote `data`
         raise ConfigError("data", f"env:{env_id}: {str(e).split(': ', 1)[-1]}") from None
     try:

@@ -1,8 +1,10 @@
-"""Offline metrics: the LeNet judge's Fréchet distance and class coverage, reconstruction errors, alarms.
+"""Offline metrics: the LeNet judge's Fréchet distance, precision/recall/density/coverage and class coverage,
+reconstruction errors, alarms.
 
 No Inception weights can be downloaded here, so the Fréchet distance uses torchmetrics'
 `FrechetInceptionDistance(feature=<module>)` with the LeNet judge (trained on the same data set) as its
 feature network: a "Fréchet LeNet distance" (FLD). Lower is better; 0 means identical feature statistics.
+FLD mixes fidelity and diversity into one number; `prdc` separates them, on the same judge's features.
 """
 
 from __future__ import annotations
@@ -85,6 +87,42 @@ class FrechetLeNetDistance:
         for batch in fake.split(self.batch_size):
             self.fid.update(batch, real=False)
         return float(self.fid.compute())
+
+
+def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]:
+    """Precision and recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020) of `fake`
+    features (M, D) against `real` features (N, D), with k-nearest-neighbour balls (k = 5: Naeem et al.).
+
+    Each point's ball reaches its k-th nearest neighbour in its own set (itself not counted).
+        precision = share of fakes inside at least one real ball                 (fidelity)
+        recall    = share of reals inside at least one fake ball                 (diversity)
+        density   = sum over fakes of the number of real balls holding it / (k M)  (fidelity; about 1 when
+                    fake and real come from one distribution, above 1 where fakes crowd dense real regions)
+        coverage  = share of reals whose own ball holds at least one fake        (diversity, robust to outliers)
+    Balls are closed (distance <= radius). With the reference code's strict `<` (clovaai/generative-evaluation-
+    prdc), duplicated points get radius 0 and nothing is ever inside their balls, so identical sets score 0.
+    Distances are computed exactly (no matmul shortcut), so identical points are exactly 0 apart.
+    """
+    real, fake = real.double().flatten(1), fake.double().flatten(1)
+    real_radii = _knn_radii(real, k)  # (N,)
+    fake_radii = _knn_radii(fake, k)  # (M,)
+    distance = torch.cdist(real, fake, compute_mode="donot_use_mm_for_euclid_dist")  # (N, M)
+    in_real_ball = distance <= real_radii[:, None]  # [i, j]: fake j inside real i's ball
+    in_fake_ball = distance <= fake_radii[None, :]  # [i, j]: real i inside fake j's ball
+    return {
+        "precision": float(in_real_ball.any(0).double().mean()),
+        "recall": float(in_fake_ball.any(1).double().mean()),
+        "density": float(in_real_ball.sum(0).double().mean() / min(k, len(real) - 1)),
+        "coverage": float(in_real_ball.any(1).double().mean()),
+    }
+
+
+def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each row of x (N, D) to its k-th nearest other row (k capped at N - 1)."""
+    if len(x) < 2:
+        raise ValueError(f"precision/recall need at least 2 points per set, got {len(x)}")
+    distance = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # (N, N), 0 on the diagonal
+    return distance.kthvalue(min(k, len(x) - 1) + 1, dim=1).values  # the smallest is the point itself
 
 
 def class_histogram(labels: torch.Tensor, num_classes: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
     model = generative.load("runs/vae")
     images = model.sample(16, seed=0)        # (16, C, H, W) in [0, 1]   (gan, dcgan, vae)
+    threes = model.sample(16, label=3)       # a class-conditional dcgan: one digit (without label: class rows)
     codes = model.encode(images)             # (16, latent)              (vae: the posterior mean; ae; seq2seq_ae)
     again = model.decode(codes)              # (16, C, H, W) in [0, 1]
 
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from generative.adversarial import to_unit
 from generative.common import restore_tree, spec_of
-from generative.gan import to_unit
 from networks import pretrained
 from networks.errors import ConfigError
 from networks.export_graph import ExportGraph
@@ -49,29 +50,46 @@ class GenerativeModel:
     def __repr__(self) -> str:
         return f"<{self.kind} model, checkpoint at step {self.checkpoint['step']}>"
 
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """`n` images (n, C, H, W) in [0, 1] from z ~ N(0, I) drawn with `seed`; the same seed, the same images."""
+    def sample(self, n: int, seed: int = 0, label: int | None = None) -> np.ndarray:
+        """`n` images (n, C, H, W) in [0, 1] from z ~ N(0, I) drawn with `seed`; the same seed, the same images.
+        What `dlforge generate` draws: the averaged generator when the run kept one; a class-conditional run draws
+        `label` only, or without it ceil(n / classes) of each class in class order (so n rounds up)."""
         if self.kind in ("ae", "seq2seq_ae"):
             raise ConfigError("sample", f"{self.kind} runs have no prior to sample from; use encode/decode (or a vae)")
         if not isinstance(n, int) or n < 1:
             raise ConfigError("n", f"must be an integer >= 1, got {n!r}")
-        return np.asarray(self.module.generate(self.config, self.tree, n=n, seed=seed), dtype=np.float32)
+        if label is not None and not self.num_classes:
+            raise ConfigError("label", f"this {self.kind} run does not draw by class (conditional dcgan runs do)")
+        drawn_by_class = {} if label is None else {"label": label}
+        images = self.module.generate(self.config, self.tree, n=n, seed=seed, **drawn_by_class)
+        return np.asarray(images, dtype=np.float32)
+
+    @property
+    def num_classes(self) -> int:
+        """The classes a conditional generator draws from; 0 for every other model."""
+        if self.kind not in ("gan", "dcgan"):
+            return 0
+        return int(spec_of(self.tree, "generator").get("num_classes", 0))
 
     def generator(self) -> nn.Module:
-        """The network z (B, latent) -> image (B, C, H, W) in [0, 1], in eval mode (for export)."""
+        """The network z (B, latent) [, labels (B,)] -> image (B, C, H, W) in [0, 1], in eval mode (for export).
+        GANs give the averaged generator when the run kept one, as `sample` does."""
         if self.kind in ("gan", "dcgan"):
             spec = spec_of(self.tree, "generator")
-            network, _ = self.module.build_networks(self.config, tuple(spec["image_shape"]))
-            restore_tree(self.tree, {"generator": network})
+            network, _ = self.module.build_networks(self.config, tuple(spec["image_shape"]), self.num_classes)
+            restore_tree(self.tree, {"generator_ema" if spec.get("ema") else "generator": network})
             return _ToUnit(network, tanh_output=True).eval()
         if self.kind in ("vae", "ae"):
             return _ToUnit(self._parts()["decoder"], tanh_output=False).eval()
         raise ConfigError("run", f"a '{self.kind}' run decodes sequences, not images; it has no image generator")
 
     def graph(self) -> ExportGraph:
-        """z (N, latent) -> image (N, C, H, W) in [0, 1], for export."""
-        example = torch.randn(2, self.latent_dim, generator=torch.Generator().manual_seed(0))
-        return ExportGraph(self.generator(), {"z": example}, ["image"], {"z": 0})
+        """z (N, latent) [, label (N,) int64 for a conditional generator] -> image (N, C, H, W) in [0, 1]."""
+        batch = max(2, self.num_classes)  # the example labels span every class: export checks draw from their range
+        example = {"z": torch.randn(batch, self.latent_dim, generator=torch.Generator().manual_seed(0))}
+        if self.num_classes:
+            example["label"] = torch.arange(batch) % self.num_classes
+        return ExportGraph(self.generator(), example, ["image"], dict.fromkeys(example, 0))
 
     @property
     def latent_dim(self) -> int:
@@ -158,8 +176,8 @@ class _ToUnit(nn.Module):
         super().__init__()
         self.network, self.tanh_output = network, tanh_output
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.network(z)
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:  # names as in graph()
+        out = self.network(z) if label is None else self.network(z, label)
         return to_unit(out) if self.tanh_output else torch.sigmoid(out)
 
 

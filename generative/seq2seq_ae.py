@@ -20,14 +20,13 @@ from torch import nn
 
 import networks
 from generative import images
-from generative.common import ensure_finite, is_eval_step, make_tree, restore_tree, sample, torch_threads
+from generative.common import TrainingOptions, fit, make_tree, optimize, restore_tree, sample, session
 from generative.data import load_sequences
 from networks.errors import ConfigError
-from networks.runtime import resolve_device, seed_everything
 
 
 @dataclass
-class Config:
+class Config(TrainingOptions):
     data: str = "sines"  # sines | npz:<path> (sequences, or obs + dones trajectories)
     seq_len: int = field(default=50, metadata={"ge": 2})  # steps per sequence (window length for trajectories)
     n_sequences: int = field(default=2000, metadata={"ge": 10})  # generated sines
@@ -38,10 +37,6 @@ class Config:
     batch_size: int = field(default=64, metadata={"gt": 0})  # a common sequence batch
     lr: float = field(default=1e-3, metadata={"gt": 0})  # Adam's default (Kingma & Ba 2015)
     eval_every: int = field(default=500, metadata={"gt": 0})  # steps between test metrics and plots
-    test_fraction: float = field(default=0.2, metadata={"gt": 0, "lt": 1})  # held-out share
-    seed: int = 0  # seeds the data, the split, the init and the batches
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
 
     def validate(self) -> None:
         for name in ("encoder", "decoder"):
@@ -70,39 +65,30 @@ class SequenceAutoencoder(nn.Module):
 
 
 def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    config.validate()
-    with torch_threads(config.torch_threads):
-        device = resolve_device(config.device)
-        seed_everything(config.seed)
+    with session(config) as device:
         data = load_sequences(config.data, seed=config.seed, seq_len=config.seq_len, n=config.n_sequences,
                               test_fraction=config.test_fraction)  # fmt: skip
         mean = data.x_train.mean(axis=(0, 1))  # (F,) standardise each feature with train statistics
         std = data.x_train.std(axis=(0, 1)) + 1e-6
         model = SequenceAutoencoder(config, data.x_train.shape[-1]).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        parts = {"encoder": model.encoder, "decoder": model.decoder}
-        step = 0 if resume is None else restore_tree(resume, parts, {"seq2seq_ae": optimizer})
+        parts, optimizers = {"encoder": model.encoder, "decoder": model.decoder}, {"seq2seq_ae": optimizer}
+        step = 0 if resume is None else restore_tree(resume, parts, optimizers)
         specs = {"encoder": {"spec": networks.resolve(config.encoder), "input_shape": [data.x_train.shape[-1]],
                              "output_dim": config.code_dim, "mean": mean.tolist(), "std": std.tolist()}}  # fmt: skip
         x_train = torch.from_numpy((data.x_train - mean) / std).to(device)
         x_test = torch.from_numpy((data.x_test - mean) / std).to(device)
-        metrics: dict[str, float] = {}
-        while step < config.total_steps:
+
+        def update(step: int) -> dict[str, torch.Tensor]:
             model.train()
             x = sample(x_train, config.batch_size)
-            loss = F.mse_loss(model(x), x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
-                ensure_finite(step, mse=loss.item())
-                tracker.log({"losses/mse": loss.item()}, step)
-            if is_eval_step(step, config.eval_every, config.total_steps):
-                metrics = evaluate(model, x_test, data.y_test, std, tracker, step)
-                tracker.checkpoint(make_tree(parts, {"seq2seq_ae": optimizer}, step, specs=specs), step)
-                if tracker.should_stop():
-                    break
+            return {"losses/mse": optimize(optimizer, F.mse_loss(model(x), x))}
+
+        _, metrics = fit(
+            tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every, update=update,
+            evaluate=lambda step: evaluate(model, x_test, data.y_test, std, tracker, step),
+            checkpoint_tree=lambda step: make_tree(parts, optimizers, step, specs=specs),
+        )  # fmt: skip
         tracker.summary(metrics)
         return metrics
 

@@ -7,6 +7,7 @@ The test ELBO (nats per image, higher is better) is the figure of merit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,31 +19,22 @@ from torch import nn
 import networks
 from generative import images
 from generative.ae import DEFAULT_ENCODERS, build_decoder, interpolation
-from generative.common import ensure_finite, is_eval_step, make_tree, restore_tree, sample, spec_of, torch_threads
-from generative.data import Images, load_images
+from generative.common import fit, load_data, make_tree, optimize, restore_tree, sample, session, spec_of
+from generative.data import Images
 from generative.metrics import reconstruction_errors
+from generative.scoring import JudgedOptions, Scorer
 from networks.errors import ConfigError
-from networks.runtime import resolve_device, seed_everything
 
 
 @dataclass
-class Config:
-    data: str = "mnist5k"  # digits | mnist5k | npz:<path> | folder:<path> | env:<env_id>
-    image_size: int | None = field(default=None, metadata={"ge": 4})  # None: the data's own size
+class Config(JudgedOptions):
     arch: Literal["dense", "conv"] = "dense"  # dense: pytorch/examples' 784-400-20-400-784
     latent_dim: int = field(default=20, metadata={"ge": 1})  # pytorch/examples
     encoder: dict[str, Any] | None = None  # networks.build spec; None: 400 hidden units (dense) or ae's conv
     decoder_hidden: list[int] = field(default_factory=lambda: [400])  # dense decoder (pytorch/examples)
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32])  # conv decoder widths
-    total_steps: int = field(default=3000, metadata={"gt": 0})  # gradient steps
-    batch_size: int = field(default=128, metadata={"gt": 0})  # pytorch/examples
     lr: float = field(default=1e-3, metadata={"gt": 0})  # pytorch/examples (Adam)
-    eval_every: int = field(default=1000, metadata={"gt": 0})  # steps between test metrics and images
-    test_fraction: float = field(default=0.2, metadata={"gt": 0, "lt": 1})  # held-out share
-    env_frames: int = field(default=2000, metadata={"ge": 2})  # frames collected for data env:<env_id>
-    seed: int = 0  # seeds the split, the init, the noise and the batches
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    torch_threads: int = field(default=0, metadata={"ge": 0})  # CPU threads for torch; 0 = torch's default
+    judge_steps: int = field(default=0, metadata={"ge": 0})  # > 0: judge prior samples (FLD, PRDC); 0 = off
 
     def validate(self) -> None:
         if self.latent_dim < 1:
@@ -88,37 +80,28 @@ def negative_elbo(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logva
     return reconstruction + kl, reconstruction, kl
 
 
-def train(config: Config, tracker, *, resume: dict | None = None) -> dict[str, float]:
-    config.validate()
-    with torch_threads(config.torch_threads):
-        device = resolve_device(config.device)
-        seed_everything(config.seed)
-        data = load_images(config.data, seed=config.seed, image_size=config.image_size,
-                           test_fraction=config.test_fraction, env_frames=config.env_frames)  # fmt: skip
+def train(config: Config, tracker, *, resume: dict | None = None, make_env: Callable | None = None) -> dict[str, float]:
+    with session(config) as device:
+        data = load_data(config, make_env)
         model = VAE(config, data.shape).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         step = 0 if resume is None else restore_tree(resume, model.parts(), {"vae": optimizer})
         specs = {"decoder": {"image_shape": list(data.shape), "latent_dim": config.latent_dim}}
         fixed_z = torch.randn(64, config.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
         x_train = torch.from_numpy(data.x_train).to(device)
-        metrics: dict[str, float] = {}
-        while step < config.total_steps:
+        scorer = Scorer(config, data, device, tracker)
+
+        def update(step: int) -> dict[str, torch.Tensor]:
             model.train()
-            x = sample(x_train, config.batch_size)
-            loss, reconstruction, kl = negative_elbo_of(model, x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % 50 == 0 or is_eval_step(step, config.eval_every, config.total_steps):
-                ensure_finite(step, elbo=loss.item())
-                tracker.log({"losses/neg_elbo": loss.item(), "losses/reconstruction": reconstruction.item(),
-                             "losses/kl": kl.item()}, step)  # fmt: skip
-            if is_eval_step(step, config.eval_every, config.total_steps):
-                metrics = evaluate(model, data, config, tracker, step, fixed_z)
-                tracker.checkpoint(make_tree(model.parts(), {"vae": optimizer}, step, specs=specs), step)
-                if tracker.should_stop():
-                    break
+            loss, reconstruction, kl = negative_elbo_of(model, sample(x_train, config.batch_size))
+            return {"losses/neg_elbo": optimize(optimizer, loss), "losses/reconstruction": reconstruction.detach(),
+                    "losses/kl": kl.detach()}  # fmt: skip
+
+        _, metrics = fit(
+            tracker, step=step, total_steps=config.total_steps, eval_every=config.eval_every, update=update,
+            evaluate=lambda step: evaluate(model, data, config, tracker, step, fixed_z, scorer),
+            checkpoint_tree=lambda step: make_tree(model.parts(), {"vae": optimizer}, step, specs=specs),
+        )  # fmt: skip
         tracker.summary(metrics)
         return metrics
 
@@ -142,9 +125,16 @@ def test_elbo(model: VAE, x_test: torch.Tensor, seed: int = 0) -> dict[str, floa
 
 
 @torch.no_grad()
-def evaluate(model: VAE, data: Images, config: Config, tracker, step: int, fixed_z: torch.Tensor) -> dict:
+def evaluate(
+    model: VAE, data: Images, config: Config, tracker, step: int, fixed_z: torch.Tensor, scorer: Scorer
+) -> dict:
+    """Test ELBO and reconstruction errors; with a judge, FLD and PRDC of `eval_samples` prior samples."""
     x_test = torch.from_numpy(data.x_test).to(fixed_z.device)
     metrics = test_elbo(model, x_test, seed=config.seed)
+    if scorer.judge is not None:
+        z = torch.randn(config.eval_samples, config.latent_dim, generator=torch.Generator().manual_seed(config.seed))
+        samples = torch.cat([torch.sigmoid(model.decoder(b.to(fixed_z.device))) for b in z.split(500)])
+        metrics.update(scorer.score(samples))
     mu = torch.cat([model.encode(b)[0] for b in x_test.split(500)])
     recon = torch.cat([torch.sigmoid(model.decoder(m)) for m in mu.split(500)])  # decoded at the mean code
     metrics.update({f"eval/{k}": v for k, v in reconstruction_errors(x_test, recon).items()})

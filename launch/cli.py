@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n", type=int, default=64)
     gen.add_argument("--out", default=None, help="grid .png (default RUN_DIR/generated.png) or .npz")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--label", type=int, default=None, help="class to draw (conditional dcgan runs)")
 
     sweep = sub.add_parser("sweep", help="run a hyperparameter sweep on Ray Tune")
     sweep.add_argument("sweep_config")
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--cpus-per-trial", type=float, default=None)
     sweep.add_argument("--gpus-per-trial", type=float, default=None)
     sweep.add_argument("--max-concurrent", type=int, default=None)
+    sweep.add_argument("--seeds", default=None, help="the sweep's seeds, e.g. 0,1,2,3 (replaces the file's seeds:)")
+    sweep.add_argument(
+        "--pack", default=None, help="seeds | none | points: how trials are packed into populations (see the docs)"
+    )
+    sweep.add_argument("--max-members", type=int, default=None, help="pack: points: members per trial")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     sweep.add_argument("--out", default="runs", help="root folder (sweeps go to <out>/sweeps/<name>)")
     sweep.add_argument("--name", default=None)
@@ -163,6 +169,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         video=args.video,
         trajectories=args.save_trajectories,
     )
+    for name, member in result.get("members", {}).items():  # a population: each member, then the mean over them
+        print(f"{name}: mean_return={member['mean_return']:.2f} std={member['std_return']:.2f}")
+    if result.get("skipped"):
+        print(f"skipped (no checkpoint): {', '.join(result['skipped'])}")
     if result.get("video"):
         print(f"video: {result['video']}")
     if result.get("trajectories"):
@@ -176,7 +186,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError("--n", f"must be >= 1, got {args.n}")
-    path = generate_run(Path(args.run_dir), n=args.n, out=args.out, seed=args.seed)
+    path = generate_run(Path(args.run_dir), n=args.n, out=args.out, seed=args.seed, label=args.label)
     print(f"wrote: {path}")
     return 0
 

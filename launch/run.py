@@ -19,18 +19,21 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agents.population import members as population_members
 from launch.config import RunSpec, apply_overrides, parse_config, read_yaml
-from launch.registry import trainer_module
+from launch.population import is_population, train_population
+from launch.registry import trainer_module, with_env_factory
 from launch.tracking import LocalTracker, checkpoint_stems, clear_interrupted_writes, load_latest
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
-from networks.run_folder import CONFIG_FILE, load_checkpoint  # noqa: F401 (launch.run.load_checkpoint)
+from networks.run_folder import CONFIG_FILE, MEMBERS, load_checkpoint  # noqa: F401 (launch.run.load_checkpoint)
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     summary: dict[str, Any]
+    members: list[dict] | None = None  # a population: each member's summary
 
 
 def default_name(source: Path | None, kind: str) -> str:
@@ -71,7 +74,22 @@ def train_run(
     tracker_factory=LocalTracker,
 ) -> RunResult:
     """Train `spec` into `run_dir`. Bad input removes a folder this call created (or, when resuming, puts
-    back the config.yaml and metrics.jsonl it found), then re-raises."""
+    back the config.yaml and metrics.jsonl it found), then re-raises.
+
+    A spec whose config has `population:` trains the whole population in this one process into `run_dir`
+    (launch/population.py): `run_dir/population.json` and one complete run folder per member under
+    `run_dir/members/<member>/`. `tracker_factory` is then called once per member that trains, with the same
+    arguments as `LocalTracker(member_dir, tracking, config=, total_steps=, progress=False, resume_step=)`, so a
+    caller passes its own tracker class (or a function building one per member, e.g. one that reports the mean
+    over members); each member's tracker is closed as soon as that member ends. `resume=True` resumes every
+    member that had not ended from the newest step all of them saved. The result's `summary` is the population's
+    (members by status; mean, median, min and max of the members' last evaluations) and `members` holds each
+    member's own summary, in the order of `agents.population.members(spec.config)`."""
+    if is_population(spec):
+        summary, members = train_population(
+            spec, run_dir, resume=resume, progress=progress, tracker_factory=tracker_factory
+        )
+        return RunResult(run_dir, summary, members)
     created = not run_dir.exists()
     tree, step = None, None
     kept: dict[str, bytes] = {}
@@ -106,7 +124,7 @@ def train_run(
             progress=progress,
             resume_step=step,
         )
-        summary = trainer_module(spec.kind).train(spec.config, tracker, resume=tree) or {}
+        summary = with_env_factory(trainer_module(spec.kind).train)(spec.config, tracker, resume=tree) or {}
         tracker.summary(summary)
         tracker.close()
         return RunResult(run_dir, summary)
@@ -183,8 +201,12 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a run's checkpoint into run_dir/eval.json. With `trajectories` (a .npz path), also write the
     evaluated episodes' steps there: `obs`, `actions`, `rewards`, `dones` (envs/evaluation.py), the trajectory
-    file that seq2seq_ae reads (`data=npz:PATH`)."""
+    file that seq2seq_ae reads (`data=npz:PATH`). A population's folder: every member, see `_evaluate_population`."""
     spec = load_run_spec(run_dir)
+    if is_population(spec):
+        if trajectories is not None:
+            raise ConfigError("--save-trajectories", "give one member's folder (RUN_DIR/members/NAME)")
+        return _evaluate_population(spec, run_dir, episodes=episodes, which=which, seed=seed, video=video)
     module = trainer_module(spec.kind)
     # Agents' evaluate(config, tree, *, episodes, ...); generative modules may have an unrelated `evaluate` helper.
     parameters = inspect.signature(getattr(module, "evaluate", lambda: None)).parameters
@@ -215,6 +237,31 @@ def evaluate_run(
     return result
 
 
+def _evaluate_population(spec: RunSpec, run_dir: Path, **options) -> dict:
+    """Each member evaluated as any run is (its own eval.json), on the same episode seeds; the population's
+    eval.json holds every member's result, and the mean and standard deviation over members of their mean returns.
+    A member without a checkpoint (one that diverged before its first) is listed under `skipped`."""
+    results, skipped = {}, []
+    for member in population_members(spec.config):
+        member_dir = run_dir / MEMBERS / member.name
+        if not checkpoint_stems(member_dir, "any"):
+            skipped.append(member.name)
+            continue
+        results[member.name] = evaluate_run(member_dir, **options)
+    if not results:
+        raise ConfigError("run", f"{run_dir}: no member of this population holds a checkpoint yet")
+    means = np.array([result["mean_return"] for result in results.values()])
+    result = {
+        "mean_return": float(means.mean()),
+        "std_return": float(means.std()),
+        "episodes": options["episodes"],
+        "members": results,
+        "skipped": skipped,
+    }
+    io.atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
+    return result
+
+
 def _trajectories_path(path: str | Path) -> Path:
     """A .npz path that can be written: checked before evaluating, so a refusal writes nothing."""
     path = Path(path).expanduser()
@@ -236,8 +283,9 @@ def _write_npz(path: Path, arrays: dict, field: str) -> None:
         raise ConfigError(field, f"cannot write '{path}' ({e.strerror})") from None
 
 
-def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
-    """Samples (or reconstructions) as a grid PNG, or raw (N, C, H, W) in [0, 1] as `samples` in an npz."""
+def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int, label: int | None = None) -> Path:
+    """Samples (or reconstructions) as a grid PNG, or raw (N, C, H, W) in [0, 1] as `samples` in an npz.
+    `label` draws one class from a class-conditional generator; without it such a grid has one row per class."""
     from launch.tracking import save_png
 
     spec = load_run_spec(run_dir)
@@ -248,6 +296,9 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
             f"{run_dir} is a '{spec.kind}' run, which holds no generator; generate works "
             "on gan, dcgan, vae and autoencoder runs",
         )
+    drawn_by_class = {} if label is None else {"label": label}
+    if drawn_by_class and "label" not in inspect.signature(module.generate).parameters:
+        raise ConfigError("--label", f"a '{spec.kind}' run does not draw by class (conditional dcgan runs do)")
     tree, _, _ = load_checkpoint(run_dir, "last")
     path = Path(out) if out else run_dir / "generated.png"
     if path.suffix not in (".png", ".npz"):
@@ -256,11 +307,13 @@ def generate_run(run_dir: Path, *, n: int, out: str | None, seed: int) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError("--out", f"cannot create the folder for {path} ({e.strerror})") from None
-    samples = np.asarray(module.generate(spec.config, tree, n=n, seed=seed), dtype=np.float32)
+    samples = with_env_factory(module.generate)(spec.config, tree, n=n, seed=seed, **drawn_by_class)
+    samples = np.asarray(samples, dtype=np.float32)
     if path.suffix == ".npz":
         _write_npz(path, {"samples": samples}, "--out")
     else:
         from generative.images import grid
 
-        save_png(grid(samples), path)
+        classes = tree.get("specs", {}).get("generator", {}).get("num_classes", 0)  # conditional generators
+        save_png(grid(samples, nrow=len(samples) // classes if classes and label is None else None), path)
     return path

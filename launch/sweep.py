@@ -6,11 +6,14 @@ results (launch/sweep_results.py):
 
     runs/sweeps/<name>/
         sweep.yaml          the resolved sweep: settings + the base config every trial starts from
-        trials/<name>-000/  one run folder per trial (config.yaml, metrics.jsonl, checkpoints/, wandb/, trial.json)
+        trials/<name>-000/  one run folder per trial (config.yaml, metrics.jsonl, checkpoints/, wandb/, trial.json);
+                            a packed trial (a population) holds population.json and members/<member>/, one run
+                            folder per member
         tune/               Ray Tune's experiment state (what --resume restores)
-        results.csv/.json   config, metric, status and run folder per trial
-        best.json           the best trial, its metric, config and best checkpoint
-        best_config.yaml    that trial's full config: `dlforge train best_config.yaml` reruns it
+        results.csv/.json   config, metric, status and run folder per trial, its point's aggregate beside it
+        best.json           the best point (the sampled values without the seed) by its mean over seeds:
+                            every seed's value, run folder and checkpoint, and the aggregate (IQM from 4 seeds)
+        best_config.yaml    that point's full config without a seed: `dlforge train best_config.yaml seed=N`
 
 A driver that is interrupted (Ctrl+C) or killed (kill -9) is continued by `dlforge sweep SWEEP.yaml --resume`:
 finished trials are kept as they are, the others continue from their run folders' newest checkpoints.
@@ -55,6 +58,9 @@ def _sweep_command(args) -> int:
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent,
+        seeds=args.seeds,
+        pack=args.pack,
+        max_members=args.max_members,
     )
     if args.resume:
         if not plan.sweep_dir.is_dir():
@@ -105,7 +111,7 @@ def run_sweep(
                 started_ray = False
             outcome = collect_results(plan, grid)
             for row in outcome.rows:  # a stopped trial's process is ended while it closes its W&B run
-                if row["status"] in ("done", "stopped"):
+                if row["status"] in ("done", "solved", "stopped", "diverged"):
                     finish_cut_off_wandb(Path(row["run_dir"]))
         errors = [row for row in outcome.rows if row.get("config_error")]
         if errors:

@@ -4,10 +4,20 @@ A sweep config (configs/sweeps/*.yaml) names a base config, a search space over 
 to optimise and how to schedule the trials. `load_sweep` reads and checks it once, at the edge: the base config,
 every value the space can take, and the metric the trainer must report, so bad input fails before Ray starts.
 The result is a `SweepPlan`, which Ray ships to the workers and `sweep.yaml` stores for `--resume`.
+
+Packing (`pack:`): a trainer that trains populations (a `population:` section: dqn, drqn) trains several seeds,
+and points that differ only in per-member scalars (agents/population.py's VARYING), as one batched network in one
+process. `pack: seeds` runs each point's seeds as one trial (`population: {seeds: [...]}`); `pack: points` also
+packs the grid's points that differ only in VARYING fields into one trial, as per-member lists, up to
+`max_members` members (points x seeds); `pack: none` runs one trial per seed. Each member is still a complete run
+folder (trials/<trial>/members/<member>/), and the results list every member as if it had been its own trial.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +28,13 @@ import yaml
 from launch.config import apply_overrides, from_dict, parse_config, read_yaml, to_dict
 from launch.registry import TRAINERS, trainer_module
 from launch.text import is_number
-from launch.tracking import _check_wandb_online
+from launch.wandb_run import _check_wandb_online
 from networks.errors import ConfigError
 from networks.spec import did_you_mean
 
 SPACE_TYPES = ("grid", "choice", "uniform", "loguniform", "randint")
 TRIAL_INDEX = "__trial_index__"  # set by the Repeater around Optuna: which of the point's seeds this trial runs
+PACK_INDEX = "__pack__"  # pack: points: which of the plan's packs (lists of points) this trial trains
 
 
 @dataclass
@@ -61,6 +72,10 @@ class SweepConfig:
     max_concurrent: int | None = field(default=None, metadata={"ge": 1})  # None: as many as resources allow
     max_failures: int = field(default=2, metadata={"ge": 0})  # retries of a trial that raises or loses its worker
     name: str | None = None  # sweep folder name; default: the sweep file's name
+    # seeds: a point's seeds train as one population trial; points: also the grid points that differ only in
+    # per-member scalars; none: one trial per seed. Default: seeds where the trainer trains populations, else none.
+    pack: Literal["seeds", "none", "points"] | None = None
+    max_members: int | None = field(default=None, metadata={"ge": 1})  # pack: points: members (points x seeds)
 
     def validate(self) -> None:
         if not self.seeds:
@@ -85,6 +100,23 @@ class SweepConfig:
                 raise ConfigError(f"space.{grids[0]}", "search: optuna cannot take a grid; use choice")
             if not dimensions:
                 raise ConfigError("space", "search: optuna needs at least one dimension to search")
+        if self.max_members is not None and self.pack != "points":
+            raise ConfigError("max_members", f"applies to pack: points only (pack: {self.pack or 'default'})")
+        if self.pack == "points":
+            sampled = [key for key, (kind, _) in dimensions.items() if kind != "grid"]
+            if sampled or self.search == "optuna":
+                raise ConfigError(
+                    "pack",
+                    "points needs every dimension to be a grid, searched as a grid (the points are packed before "
+                    f"the trials start); got {f'space.{sampled[0]}' if sampled else 'search: optuna'}; "
+                    "use pack: seeds",
+                )
+            if self.max_members is not None and self.max_members < len(self.seeds):
+                raise ConfigError(
+                    "max_members",
+                    f"must be >= the number of seeds ({len(self.seeds)}): a point's seeds share a trial, "
+                    f"got {self.max_members}",
+                )
         gpu = self.resources.gpu
         if gpu > 1 and not float(gpu).is_integer():
             raise ConfigError("resources.gpu", f"must be a fraction <= 1 or a whole number, got {gpu}")
@@ -146,12 +178,51 @@ class SweepPlan:
     def trials_dir(self) -> Path:
         return self.sweep_dir / "trials"
 
+    @property
+    def packed(self) -> bool:
+        """Whether a trial trains a population: several seeds (pack: seeds), or points and seeds (pack: points)."""
+        return self.settings.pack == "points" or (self.settings.pack == "seeds" and len(self.settings.seeds) > 1)
+
+    def packs(self) -> list[list[dict]]:
+        """pack: points: the grid's points in packs, one pack per trial. Points that differ in a field outside
+        VARYING (it changes shapes or control flow) never share a pack; a pack holds at most max_members
+        members (its points x the seeds)."""
+        from agents.population import VARYING
+
+        keys = list(self.settings.space)
+        grids = [parse_dimension(key, self.settings.space[key])[1] for key in keys]
+        shared: dict[str, list[dict]] = {}
+        for values in itertools.product(*grids):
+            point = dict(zip(keys, values, strict=True))
+            apart = json.dumps({k: v for k, v in point.items() if k not in VARYING}, sort_keys=True, default=str)
+            shared.setdefault(apart, []).append(point)
+        size = max(1, (self.settings.max_members or 10**9) // len(self.settings.seeds))
+        return [points[i : i + size] for points in shared.values() for i in range(0, len(points), size)]
+
+    def trial_points(self, params: dict) -> list[dict]:
+        """The points (sampled values, no seed) a trial trains: one, or a pack's under pack: points."""
+        if PACK_INDEX in params:
+            return self.packs()[params[PACK_INDEX]]
+        return [{key: value for key, value in params.items() if key not in ("seed", TRIAL_INDEX)}]
+
     def trial_document(self, params: dict) -> dict:
-        """The config of one trial: the base, the sampled point, its seed, and W&B grouping."""
-        point = {key: value for key, value in params.items() if key not in ("seed", TRIAL_INDEX)}
-        document = apply_overrides(self.base, point)
+        """The config of one trial: the base, the sampled point, its seed, and W&B grouping. A packed trial is a
+        population: its points' seeds (point-major), and the values its points differ in as per-member lists."""
+        points = self.trial_points(params)
         seeds = self.settings.seeds
-        document["seed"] = seeds[params[TRIAL_INDEX]] if TRIAL_INDEX in params else params["seed"]
+        if not self.packed:
+            document = apply_overrides(self.base, points[0])
+            document["seed"] = seeds[params[TRIAL_INDEX]] if TRIAL_INDEX in params else params["seed"]
+        else:
+            varying = [key for key in points[0] if len({json.dumps(p[key]) for p in points}) > 1]
+            document = apply_overrides(self.base, {k: v for k, v in points[0].items() if k not in varying})
+            population: dict[str, Any] = {"seeds": [seed for _ in points for seed in seeds]}
+            for key in varying:  # only VARYING fields differ within a pack (packs())
+                section, _, leaf = key.rpartition(".")
+                values = [point[key] for point in points for _ in seeds]
+                (population.setdefault(section, {}) if section else population)[leaf] = values
+            document["seed"] = seeds[0]
+            document["population"] = population
         tracking = dict(document.get("tracking") or {})
         tracking["group"] = self.name
         tracking["tags"] = list(dict.fromkeys([*(tracking.get("tags") or []), f"sweep:{self.name}"]))
@@ -159,11 +230,23 @@ class SweepPlan:
         return document
 
     def point(self, params: dict) -> dict:
-        """A trial's sampled values and its seed, as results.csv lists them."""
+        """A trial's sampled values and its seed, as results.csv lists them (an unpacked trial)."""
         point = {key: value for key, value in params.items() if key != TRIAL_INDEX}
         if TRIAL_INDEX in params:
             point["seed"] = self.settings.seeds[params[TRIAL_INDEX]]
         return point
+
+    def members(self, params: dict) -> list[tuple[str | None, dict]]:
+        """(member folder name, its point and seed) for each member of a trial; one (None, point) unpacked.
+        The names are the population's (agents/population.py), in its order: point-major, then seed."""
+        if not self.packed:
+            return [(None, self.point(params))]
+        from agents.population import members
+
+        spec = parse_config(self.trial_document(params))
+        found = members(spec.config)
+        rows = [{**point, "seed": seed} for point in self.trial_points(params) for seed in self.settings.seeds]
+        return [(member.name, row) for member, row in zip(found, rows, strict=True)]
 
     def to_dict(self) -> dict:
         return {
@@ -185,10 +268,24 @@ def load_sweep(
     cpus_per_trial: float | None = None,
     gpus_per_trial: float | None = None,
     max_concurrent: int | None = None,
+    seeds: str | None = None,
+    pack: str | None = None,
+    max_members: int | None = None,
 ) -> SweepPlan:
-    """Read and validate a sweep file; `overrides` apply to the base config of every trial."""
+    """Read and validate a sweep file; `overrides` apply to the base config of every trial, and the flags
+    (`seeds` as "0,1,2,3", `pack`, `max_members`, resources) replace the file's settings."""
     path = Path(path)
     document = read_yaml(path)
+    if seeds is not None:
+        try:
+            document["seeds"] = yaml.safe_load(f"[{seeds.strip().strip('[]')}]")
+        except yaml.YAMLError:
+            reason = f"expected whole numbers separated by commas, e.g. 0,1,2,3; got {seeds!r}"
+            raise ConfigError("--seeds", reason) from None
+    if pack is not None:
+        document["pack"] = pack
+    if max_members is not None:
+        document["max_members"] = max_members
     if cpus_per_trial is not None:
         document.setdefault("resources", {})["cpu"] = cpus_per_trial
     if gpus_per_trial is not None:
@@ -218,6 +315,7 @@ def plan_sweep(
         candidates = values if kind in ("grid", "choice") else [values[0], values[1] - (kind == "randint")]
         for value in candidates:
             parse_config(apply_overrides(base, {key: value}))
+    settings.pack = _resolve_pack(settings, spec, base)
     _check_metric(spec.kind, settings.metric)
     _check_wandb_online(spec.tracking)  # online without an API key: say so now, not from the first trial
     total_steps = int(getattr(spec.config, "total_steps", 0) or 0)
@@ -227,7 +325,7 @@ def plan_sweep(
             raise ConfigError(
                 "scheduler.grace_period", f"must be <= max_t ({max_t} steps), got {settings.scheduler.grace_period}"
             )
-    return SweepPlan(
+    plan = SweepPlan(
         name=name,
         sweep_dir=(Path(out) / "sweeps" / name).resolve(),
         settings=settings,
@@ -236,6 +334,10 @@ def plan_sweep(
         total_steps=total_steps,
         trainers=dict(TRAINERS),
     )
+    if settings.pack == "points":  # every pack's population must be valid too (per-member values, their lists)
+        for index in range(len(plan.packs())):
+            parse_config(plan.trial_document({PACK_INDEX: index}))
+    return plan
 
 
 def stored_plan(sweep_dir: Path) -> SweepPlan:
@@ -268,6 +370,31 @@ def _base_document(base: str | dict, source: Path | None) -> dict:
     if not path.exists():
         raise ConfigError("base", f"file not found: {path} (a path is relative to the sweep file)")
     return read_yaml(path)
+
+
+def _resolve_pack(settings: SweepConfig, spec, base: dict) -> str:
+    """The pack setting, checked against the trainer: packing needs a `population:` section in its config, and a
+    base config that a population can train (else the population's own check names the field)."""
+    pack = settings.pack
+    trains_populations = "population" in {f.name for f in dataclasses.fields(spec.config)}
+    if pack in (None, "none"):
+        if pack is None and trains_populations and getattr(spec.config, "population", None) is None:
+            try:
+                parse_config({**base, "population": {"seeds": list(settings.seeds)}})
+                return "seeds"
+            except ConfigError:  # the base asks for something populations do not do (compile: true, ...)
+                return "none"
+        return "none"
+    if not trains_populations:
+        raise ConfigError(
+            "pack",
+            f"{pack} needs a trainer that trains populations (a population: section, as dqn and drqn have); "
+            f"the {spec.kind} trainer trains one seed per process: use pack: none",
+        )
+    if getattr(spec.config, "population", None) is not None:
+        raise ConfigError("population", f"is set by the sweep under pack: {pack}; remove it from the base config")
+    parse_config({**base, "population": {"seeds": list(settings.seeds)}})  # names the field a population refuses
+    return pack
 
 
 def _check_metric(kind: str, metric: str) -> None:

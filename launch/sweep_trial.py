@@ -5,6 +5,13 @@ with a `TuneTracker`: a LocalTracker (metrics.jsonl, W&B, checkpoints in the run
 latest metrics to Tune whenever the sweep metric is logged, with a pointer to each checkpoint. A retry, or a
 trial continued by `dlforge sweep --resume`, picks its run folder up from the newest checkpoint; a trial that
 had already finished reports what it recorded and trains nothing.
+
+A packed trial (launch/sweep_config.py) trains a population into its run folder: one member run folder per seed
+(and point), each with a `MemberTuneTracker`, a LocalTracker that hands its values to the trial's `PackReporter`.
+Once every member that trains has logged the sweep metric at a step, the reporter sends Tune `pack_metric` of the
+members' latest values: the mean over seeds, or under pack: points the best point's mean over its seeds. Tune (and
+ASHA, and Optuna) sees the point, not a seed; a pack of points is kept by ASHA as long as its best point is
+promising, since stopping it for its worst points would stop the good ones with them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launch.config import TrackingConfig, parse_config
+from launch.text import is_number
 from launch.tracking import LocalTracker, read_metrics
 from launch.wandb_recovery import has_cut_off_runs
 from networks import io
@@ -123,6 +131,118 @@ class TuneTracker(LocalTracker):
             self.report(final=True)
 
 
+class PackReporter:
+    """A packed trial's link to Tune: its members' trackers hand it their values; it reports `pack_metric` over the
+    members' latest values once every member still training has logged the metric at the current step. A member
+    that ended (solved, done, diverged) keeps its last value; one that never logged it (it diverged first) is left
+    out. Has TuneTracker's record attributes (step, start_step, last_report) and final_report()."""
+
+    def __init__(self, metric: str, mode: str, points: list[list[str]], folders: list[Path], *, total_steps: int):
+        self.metric, self.mode, self.total_steps = metric, mode, total_steps
+        self.names = [name for point in points for name in point]
+        self.points = [[self.names.index(name) for name in point] for point in points]
+        # What each member recorded before this attempt (a retry, or a resumed sweep); ended members stay so.
+        recorded = [member_result(folder, metric) for folder in folders]
+        self.values: list[float | None] = [value for value, _ in recorded]
+        self.logged: list[int | None] = [None] * len(self.names)  # the step of each member's latest metric
+        self.training = [False] * len(self.names)  # members with a tracker in this attempt, until they end
+        self.step = self.start_step = 0
+        self.reported_step: int | None = None
+        self.last_report: dict[str, float] = {}
+        self.stopped = False
+
+    def member_started(self, name: str, resume_step: int | None) -> int:
+        """A member's tracker opened; members that train on resume from the same step."""
+        index = self.names.index(name)
+        self.training[index] = True
+        self.step = self.start_step = resume_step or 0
+        return index
+
+    def member_ended(self, index: int) -> None:
+        self.training[index] = False
+
+    def member_values(self, index: int, numbers: dict[str, float], step: int | None) -> None:
+        if self.metric not in numbers:
+            return
+        self.values[index] = numbers[self.metric]
+        if step is None:  # a summary
+            return
+        self.logged[index] = self.step = int(step)  # members log in lockstep (one loop steps them all)
+        waiting = [k for k, training in enumerate(self.training) if training and self.logged[k] != self.step]
+        if not waiting:
+            self.report()
+
+    def report(self, final: bool = False) -> None:
+        if self.stopped or all(value is None for value in self.values):
+            return
+        if not final and self.total_steps and self.step >= self.total_steps:
+            return  # as TuneTracker.report: the last step is reported once training has returned
+        payload = {
+            self.metric: pack_metric(self.values, self.points, self.mode),
+            "step": self.step,
+            "members/training": float(sum(self.training)),
+        }
+        self.reported_step, self.last_report = self.step, payload
+        from ray import tune
+
+        try:
+            tune.report(payload)
+        except SystemExit:  # how Tune's function API stops a trial (ASHA, or the sweep ending)
+            self.stopped = True
+            raise
+
+    def final_report(self) -> None:
+        if all(value is None for value in self.values):
+            raise ConfigError("metric", f"'{self.metric}' was never reported by any member of this population")
+        if self.reported_step != self.step:
+            self.report(final=True)
+
+
+def pack_metric(values: list[float | None], points: list[list[int]], mode: str) -> float:
+    """What a packed trial tells Tune: each point's mean over its members (seeds) that have a value, and the best of
+    those points (one point under pack: seeds, so the mean over seeds)."""
+    found = [[values[k] for k in members if values[k] is not None] for members in points]
+    means = [sum(scores) / len(scores) for scores in found if scores]
+    return max(means) if mode == "max" else min(means)
+
+
+class MemberTuneTracker(LocalTracker):
+    """One member's LocalTracker in a packed trial, handing its values to the trial's PackReporter."""
+
+    def __init__(self, run_dir: str | Path, tracking: TrackingConfig | None = None, *, reporter: PackReporter, **kw):
+        super().__init__(run_dir, tracking, **kw)
+        self.reporter = reporter
+        self.index = reporter.member_started(Path(run_dir).name, kw.get("resume_step"))
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        super().log(metrics, step)
+        self.reporter.member_values(self.index, _numbers(metrics), step)
+
+    def summary(self, metrics: dict) -> None:
+        super().summary(metrics)
+        self.reporter.member_values(self.index, _numbers(metrics), None)
+
+    def should_stop(self) -> bool:
+        return self.reporter.stopped
+
+    def close(self, failed: bool = False) -> None:
+        self.reporter.member_ended(self.index)
+        super().close(failed=failed and not self.reporter.stopped)  # a scheduler's stop is not a failure
+
+
+def member_result(run_dir: Path, metric: str) -> tuple[float | None, int | None]:
+    """A member's last value of `metric` (its summary's, else the last one logged) and its last logged step."""
+    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    steps = [record["step"] for record in records if isinstance(record.get("step"), int)]
+    values = [record[metric] for record in records if metric in record]
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    value = summary.get(metric, values[-1] if values else None)
+    return (float(value) if is_number(value) else None), max(steps, default=None)
+
+
 def run_trial(config: dict, plan: SweepPlan) -> None:
     """Tune's function trainable: the point `config` (sampled values and seed) of `plan`, trained into
     the run folder named after this trial."""
@@ -135,15 +255,29 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint otherwise
     wait_for_stopped_trials()
     run_dir = plan.trials_dir / tune.get_context().get_trial_name()  # trial_label()
+    reporter = None
+    if plan.packed:
+        from networks.run_folder import MEMBERS
+
+        names = [name for name, _ in plan.members(config)]
+        per_point = len(plan.settings.seeds)
+        reporter = PackReporter(
+            plan.settings.metric,
+            plan.settings.mode,
+            [names[i : i + per_point] for i in range(0, len(names), per_point)],
+            [run_dir / MEMBERS / name for name in names],
+            total_steps=plan.total_steps,
+        )
     try:
-        train_trial(plan.trial_document(config), run_dir, metric=plan.settings.metric)
+        train_trial(plan.trial_document(config), run_dir, metric=plan.settings.metric, reporter=reporter)
     except ConfigError as e:
         # Bad input is not worth a retry: tell the driver, which ends the sweep with exit code 2.
         tune.report({plan.settings.metric: math.nan, CONFIG_ERROR: str(e), "step": 0})
 
 
-def train_trial(document: dict, run_dir: Path, *, metric: str) -> None:
-    """Train the config `document` into `run_dir`, reporting `metric` to Tune as it goes.
+def train_trial(document: dict, run_dir: Path, *, metric: str, reporter: PackReporter | None = None) -> None:
+    """Train the config `document` into `run_dir`, reporting `metric` to Tune as it goes (a population: through
+    `reporter`, fed by one MemberTuneTracker per member).
 
     A run folder that holds a checkpoint is continued from it (a retry, or `dlforge sweep --resume`); one
     whose trial finished reports its recorded last result again and trains nothing."""
@@ -154,15 +288,17 @@ def train_trial(document: dict, run_dir: Path, *, metric: str) -> None:
         if finished is not None:
             tune.report(finished["report"])
             return
-        _train(parse_config(document), run_dir, metric)
+        _train(parse_config(document), run_dir, metric, reporter)
 
 
-def _train(spec, run_dir: Path, metric: str) -> None:
+def _train(spec, run_dir: Path, metric: str, reporter: PackReporter | None) -> None:
     from launch.run import train_run
 
-    trackers: list[TuneTracker] = []
+    trackers: list[TuneTracker | PackReporter] = [reporter] if reporter is not None else []
 
     def make_tracker(run_dir, tracking, **kwargs):
+        if reporter is not None:  # one per member, in a population's member folder
+            return MemberTuneTracker(run_dir, tracking, reporter=reporter, **kwargs)
         trackers.append(TuneTracker(run_dir, tracking, metric=metric, **kwargs))
         return trackers[-1]
 

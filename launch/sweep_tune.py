@@ -3,6 +3,10 @@
 The search space becomes Tune distributions and `seeds` a grid over `seed` (or a Repeater around Optuna, which
 runs each proposed point once per seed and reports their mean back); `asha` is Ray's ASHA scheduler with the
 trainer's step as its clock. Every trial is `launch.sweep_trial.run_trial`, a public function trainable.
+
+Packed (launch/sweep_config.py), a trial trains every seed of its point: the space has no `seed`, Optuna needs
+no Repeater, and the trial reports the mean over its seeds. Under pack: points Tune's grid runs over the plan's
+packs, and a trial reports its best point's mean over seeds (launch/sweep_trial.py says why).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from launch.sweep_config import SweepPlan, parse_dimension, trial_label
+from launch.sweep_config import PACK_INDEX, SweepPlan, parse_dimension, trial_label
 from launch.sweep_trial import CONFIG_ERROR, run_trial
 
 TUNE_DIR = "tune"  # in the sweep folder: Tune's experiment state, what --resume restores
@@ -21,6 +25,8 @@ def tune_search(plan: SweepPlan):
     from ray import tune
 
     settings = plan.settings
+    if settings.pack == "points":
+        return {PACK_INDEX: tune.grid_search(list(range(len(plan.packs()))))}, None, settings.num_samples
     space: dict[str, Any] = {}
     for key, spec in settings.space.items():
         kind, values = parse_dimension(key, spec)
@@ -30,6 +36,10 @@ def tune_search(plan: SweepPlan):
             space[key] = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](
                 *values
             )
+    if settings.search == "optuna" and plan.packed:  # a trial trains every seed and reports their mean
+        from ray.tune.search.optuna import OptunaSearch
+
+        return space, OptunaSearch(seed=settings.seeds[0]), settings.num_samples
     if settings.search == "optuna":
         from ray.tune.search import Repeater
         from ray.tune.search.optuna import OptunaSearch
@@ -37,7 +47,8 @@ def tune_search(plan: SweepPlan):
         # Optuna proposes points; the Repeater runs each once per seed and reports their mean back.
         searcher = Repeater(OptunaSearch(seed=settings.seeds[0]), repeat=len(settings.seeds), set_index=True)
         return space, searcher, settings.num_samples * len(settings.seeds)
-    space["seed"] = tune.grid_search(list(settings.seeds))
+    if not plan.packed:
+        space["seed"] = tune.grid_search(list(settings.seeds))
     return space, None, settings.num_samples
 
 

@@ -6,7 +6,7 @@ object per `log` call with its `step`; W&B follows `tracking.wandb` (offline by 
 starts W&B lazily on the first thing it must record, so a run that fails its setup checks costs no W&B
 start; an online run starts it at once, so an unreachable server stops the run at its start
 (`INIT_TIMEOUT_S`) rather than midway. A run that trained ends by logging its best and final checkpoints
-as a W&B model artifact. `start_wandb`, `log_model_artifacts` and `finish_wandb` act on one W&B run each.
+as a W&B model artifact (launch/wandb_run.py holds what acts on one W&B run).
 """
 
 from __future__ import annotations
@@ -14,26 +14,24 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
-import socket
 import sys
-import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from launch import wandb_run
 from launch.config import TrackingConfig
 from launch.text import slug
 from launch.wandb_recovery import mark_closed, set_aside_interrupted
-from networks import io, pretrained
-from networks.errors import CheckpointError, ConfigError, TrainingDiverged
+from launch.wandb_run import _check_wandb_online, finish_wandb, log_model_artifacts, start_wandb
+from networks import io
+from networks.errors import TrainingDiverged
 from networks.run_folder import CHECKPOINTS, checkpoint_stems, load_latest, newest_checkpoint  # noqa: F401 (kept names)
 
 KEEP_LAST = 2  # step checkpoints kept; the newest one that loads is the resume point
-INIT_TIMEOUT_S = 10.0  # online: how long wandb.init may try to reach the server (wandb's own default: 90 s)
-FINISH_TIMEOUT_S = 60.0  # online: how long the end of a run waits for W&B's upload; the rest is left to `wandb sync`
 
 
 def non_finite_leaf(tree: Any, path: str = "") -> str | None:
@@ -57,6 +55,9 @@ def non_finite_leaf(tree: Any, path: str = "") -> str | None:
 
 class LocalTracker:
     """Writes a run folder: metrics.jsonl, summary.json, media/, checkpoints/ and the W&B run."""
+
+    _with_open_wandb: weakref.WeakSet = weakref.WeakSet()  # trackers of this process whose W&B run is open
+    _unmarked: list[tuple[Path, int]] = []  # finished offline runs (folder, last step) awaiting W&B's teardown
 
     def __init__(
         self,
@@ -176,15 +177,22 @@ class LocalTracker:
                 held = [f"{sent['rows']} logged rows up to step {sent['last_step']}"]
                 held += [f"{sent[key]} {key}" for key in ("media", "model artifacts") if sent[key]]
                 unsent.append(
-                    f"its upload was unfinished {FINISH_TIMEOUT_S:g} s after the end; what W&B holds "
+                    f"its upload was unfinished {wandb_run.FINISH_TIMEOUT_S:g} s after the end; what W&B holds "
                     f"({', '.join(held)}) is kept in {sync_dir}: upload it with `wandb sync {sync_dir}`"
                 )
-            # finish() can return before the service has written the run file; teardown waits for it,
-            # so the offline run is complete on disk when close() returns (tests read it right away).
-            wandb.teardown()
+            LocalTracker._with_open_wandb.discard(self)
             if self.tracking.wandb == "offline":
                 steps = [record["step"] for record in read_metrics(self.run_dir / "metrics.jsonl")]
-                mark_closed(Path(self._wandb_run.dir).parent, max(steps, default=-1))
+                LocalTracker._unmarked.append((Path(self._wandb_run.dir).parent, max(steps, default=-1)))
+            # finish() can return before the service has written the run file; teardown waits for it, so the offline
+            # run is complete on disk when close() returns (tests read it right away), and only then is it marked
+            # closed. Teardown ends every W&B run of the process: while another tracker's run is open (a
+            # population's members), the last one to close tears down and marks them all.
+            if not LocalTracker._with_open_wandb:
+                wandb.teardown()
+                for folder, last_step in LocalTracker._unmarked:
+                    mark_closed(folder, last_step)
+                LocalTracker._unmarked.clear()
         if unsent:
             print(
                 f"warning: W&B could not send all of this run (metrics.jsonl is complete): {'; '.join(unsent)}",
@@ -196,141 +204,11 @@ class LocalTracker:
     def _wandb(self):
         if self._wandb_run is None:
             self._wandb_run = start_wandb(self.run_dir, self.tracking, self.config)
+            LocalTracker._with_open_wandb.add(self)
             for record in self._backlog:
                 self._wandb_run.log({"global_step": record["step"], **{k: v for k, v in record.items() if k != "step"}})
             self._backlog = []
         return self._wandb_run
-
-
-def start_wandb(run_dir: Path, tracking: TrackingConfig, config: dict):
-    """Start (or resume) the run's W&B run; its id is kept in run_dir/wandb_id.txt. Online, a server that
-    does not answer within INIT_TIMEOUT_S is a ConfigError on `tracking.wandb` (one line, exit 2)."""
-    import wandb
-
-    id_path = run_dir / "wandb_id.txt"
-    run_id = id_path.read_text().strip() if id_path.exists() else secrets.token_hex(4)
-    io.atomic_write_text(id_path, run_id)
-    settings = {"silent": True, "console": "off", "x_disable_stats": True}
-    if tracking.wandb == "online":  # bounded: wandb would otherwise retry for 90 s, and upload at the end for ever
-        settings.update(init_timeout=INIT_TIMEOUT_S, finish_timeout=FINISH_TIMEOUT_S, finish_timeout_raises=True)
-    try:
-        run = wandb.init(
-            mode=tracking.wandb,
-            dir=str(run_dir),
-            project=tracking.project,
-            entity=tracking.entity,
-            group=tracking.group,
-            tags=list(tracking.tags),
-            name=run_dir.name,
-            id=run_id,
-            resume="allow",
-            reinit="create_new",  # one independent run per call, beside any other this process holds
-            config=config,
-            settings=wandb.Settings(**settings),
-        )
-    except wandb.errors.CommError as e:  # the server did not answer (or refused the connection) in time
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(
-            "tracking.wandb",
-            f"online, but the W&B server at {wandb.setup().settings.base_url} could not be reached within "
-            f"{INIT_TIMEOUT_S:g} s ({reason}); "
-            "use tracking.wandb=offline to record the run now and `wandb sync` it later",
-        ) from None
-    run.define_metric("global_step")
-    run.define_metric("*", step_metric="global_step")
-    return run
-
-
-def finish_wandb(run, *, failed: bool) -> bool:
-    """Finish one W&B run. False when an online run's upload was still unfinished FINISH_TIMEOUT_S after the
-    end (its server stopped answering): what it holds then waits on disk, in `run.settings.sync_dir`, for
-    `wandb sync`."""
-    try:
-        run.finish(exit_code=1 if failed else 0)
-    except TimeoutError:
-        return False
-    return True
-
-
-def log_model_artifacts(run, run_dir: Path) -> tuple[list[str], str | None]:
-    """Log the run's best and final checkpoints as versions of the W&B model artifact `model-<run id>`
-    (aliases `best` and `final`), once each at the end of a run, as stable-baselines3's W&B callback logs
-    its model. Each version is a minimal run folder that loads like one: config.yaml, checkpoints/<stem>
-    (.safetensors and .json; without the replay, which only a resume needs) and, for a network taken from
-    another run, pretrained/. Its metadata holds the checkpoint's step and metric and the run's evaluation
-    (summary.json's eval/* values). Returns (the aliases logged, why the others were not, or None).
-
-    Online, logging an artifact first asks the server about it, and wandb waits about 20 s for an answer
-    that will not come; so a server that does not take a connection is skipped at once, and the first
-    failure ends the attempt."""
-    import wandb
-
-    run_dir = Path(run_dir)
-    base_url = run.settings.base_url
-    if not run.offline and not _accepts_connections(base_url):
-        return [], f"{base_url} does not answer"
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    evaluation = {key: value for key, value in summary.items() if key.startswith("eval/")}
-    logged, problems = [], []
-    for alias, prefix in (("best", "best"), ("final", "any")):  # final: what `--checkpoint last` loads
-        try:
-            found = newest_checkpoint(run_dir, prefix)
-        except CheckpointError as e:  # the run itself is done: say what is missing from W&B, and go on
-            problems.append(f"{alias}: {e}")
-            continue
-        if found is None:
-            continue
-        stem, tree, meta = found
-        details = {"checkpoint": alias, "step": meta.get("step"), "metric": meta.get("metric"), **evaluation}
-        artifact = wandb.Artifact(
-            f"model-{run.id}", type="model", metadata={k: v for k, v in details.items() if v is not None}
-        )
-        if (run_dir / "config.yaml").is_file():  # a run folder has one; a bare tracker (tests) may not
-            artifact.add_file(str(run_dir / "config.yaml"), name="config.yaml")
-        for path in sorted((run_dir / pretrained.COPIES).glob("*")):
-            artifact.add_file(str(path), name=f"{pretrained.COPIES}/{path.name}")
-        with tempfile.TemporaryDirectory(prefix="dlforge-artifact-") as folder:
-            if "replay" in tree:
-                stem = io.save(Path(folder) / stem.name, {k: v for k, v in tree.items() if k != "replay"}, meta)
-            for suffix in (".safetensors", ".json"):
-                artifact.add_file(str(stem) + suffix, name=f"{CHECKPOINTS}/{stem.name}{suffix}")  # copied now
-            try:
-                run.log_artifact(artifact, aliases=[alias])
-            except wandb.errors.Error as e:  # e.g. the server stopped answering midway
-                problems.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
-                break
-        logged.append(alias)
-    return logged, "; ".join(problems) or None
-
-
-def _accepts_connections(url: str, timeout: float = 3.0) -> bool:
-    """Whether the host and port of `url` take a TCP connection within `timeout` seconds."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _check_wandb_online(tracking: TrackingConfig) -> None:
-    """`online` without an API key fails at start with a clear message instead of hanging later."""
-    if tracking.wandb != "online":
-        return
-    if os.environ.get("WANDB_API_KEY"):
-        return
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    if netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
-        return
-    raise ConfigError(
-        "tracking.wandb",
-        "online needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
-        "use offline to record now and `wandb sync` later",
-    )
 
 
 # --- checkpoints in a run folder -------------------------------------------------------------

@@ -23,6 +23,7 @@ from networks.typed_config import read_yaml
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
+MEMBERS = "members"  # a population's folder holds one run folder per member under it
 _STEM_RE = re.compile(r"(?P<prefix>step|best)-(?P<step>\d+)")
 
 

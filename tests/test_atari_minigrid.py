@@ -112,7 +112,7 @@ def test_pong_config_runs_nature_cnn_on_uint8_stacks_with_compact_replay(tmp_pat
     assert spec.config.network["type"] == "nature_cnn" and spec.config.compact_replay
     assert env.single_observation_space.shape == (4, 84, 84) and env.single_observation_space.dtype == np.uint8
     assert q_net.pixels  # uint8 in, scaled by 1/255 inside the network
-    assert isinstance(replay, FrameReplay)
+    assert isinstance(replay.replays[0], FrameReplay)  # behind the member-axis API (agents/replay.py PerMember)
     assert summary["global_step"] == 300 and summary["charts/updates"] > 0
     assert np.isfinite(summary["eval/mean_return"])
 

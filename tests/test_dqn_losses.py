@@ -42,6 +42,20 @@ def test_td_loss_huber_and_mse_by_hand():
     assert losses.td_loss(q, y, "huber", weights).item() == pytest.approx(0.875 / 3)
 
 
+def test_masked_td_loss_by_hand_is_the_mean_of_the_kept_steps_and_zero_when_none_is_kept():
+    q = torch.tensor([[1.0, 2.0, 4.0], [1.0, 2.0, 4.0]])  # two members' (P, B): |δ| = 1, 2, 4
+    y = torch.zeros(2, 3)
+    mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])  # member 0 keeps steps 0 and 2; member 1 none
+    # huber: 0.5, 1.5, 3.5 -> member 0 (0.5 + 3.5) / 2 = 2; member 1 keeps nothing: 0 (no loss, no gradient)
+    assert losses.td_loss(q, y, "huber", mask=mask).tolist() == [2.0, 0.0]
+    assert losses.td_loss(q, y, "mse", mask=mask).tolist() == [(1.0 + 16.0) / 2, 0.0]
+    weights = torch.tensor([[2.0, 1.0, 0.5], [1.0, 1.0, 1.0]])  # (0.5·2 + 3.5·0.5) / 2 = 1.375
+    assert losses.td_loss(q, y, "huber", weights, mask).tolist() == [1.375, 0.0]
+    q.requires_grad_(True)
+    losses.td_loss(q, y, "huber", mask=mask).sum().backward()
+    assert q.grad.tolist() == [[0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]  # ∂/∂q of (huber(1) + huber(4)) / 2
+
+
 def test_per_probabilities_by_hand():
     # p^α with α = 0.5: 1, 2, 3, 4 -> divided by 10
     probabilities = losses.per_probabilities(np.array([1.0, 4.0, 9.0, 16.0]), alpha=0.5)

@@ -14,6 +14,7 @@ from agents import drqn
 from agents.episode_replay import ACTED, FIRST, EpisodeReplay
 from launch.tracking import LocalTracker
 from networks import io
+from networks.batched import Members
 from networks.errors import ConfigError
 
 CPU = torch.device("cpu")
@@ -49,6 +50,25 @@ def small_net(cell: str = "lstm") -> drqn.RecurrentQNetwork:
     return drqn.build_q_network(config, env)
 
 
+def act(q_net, obs, state, episode_start, epsilon, rng):
+    """drqn.act for a single run (a population of one), with arrays and states without the member axis."""
+    actions, fed, next_state = drqn.act(
+        Members([q_net]), obs[None], tuple(s[None] for s in state), episode_start[None], np.array([epsilon]), [rng], CPU
+    )
+    return actions[0], tuple(s[0] for s in fed), tuple(s[0] for s in next_state)
+
+
+def one(batch):
+    """A single run's SequenceBatch with the member axis the learner takes, (1, B, ...)."""
+    fields = []
+    for value in batch:
+        if isinstance(value, tuple):
+            fields.append(tuple(v[None] for v in value))
+        else:
+            fields.append(None if value is None else value[None])
+    return type(batch)(*fields)
+
+
 def fill(replay: EpisodeReplay, q_net: drqn.RecurrentQNetwork, num_envs: int, steps: int) -> None:
     """The acting half of drqn.train: per-slot state, reset at episode starts, autoreset steps skipped."""
     env = gym.vector.SyncVectorEnv([Numbered] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
@@ -57,7 +77,7 @@ def fill(replay: EpisodeReplay, q_net: drqn.RecurrentQNetwork, num_envs: int, st
     state = q_net.initial_state(num_envs)
     episode_start, after_end = np.ones(num_envs, bool), np.zeros(num_envs, bool)
     for _ in range(steps):
-        actions, fed, state = drqn.act(q_net, obs, state, episode_start, 0.5, rng, CPU)
+        actions, fed, state = act(q_net, obs, state, episode_start, 0.5, rng)
         next_obs, rewards, terminated, truncated, _ = env.step(actions)
         valid = ~after_end
         replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid, fed)
@@ -86,7 +106,7 @@ def test_acting_resets_only_the_slots_whose_episode_starts():
     q_net = small_net()
     state = tuple(torch.full_like(s, 0.7) for s in q_net.initial_state(3))
     obs = np.zeros((3, 2), np.float32)
-    _, fed, next_state = drqn.act(q_net, obs, state, np.array([False, True, False]), 0.0, np.random.default_rng(0), CPU)
+    _, fed, next_state = act(q_net, obs, state, np.array([False, True, False]), 0.0, np.random.default_rng(0))
     for tensor in fed:  # (layers, N, H): slot 1 starts from zeros, the others keep their state
         assert torch.all(tensor[:, 1] == 0) and torch.all(tensor[:, [0, 2]] == 0.7)
     # The next state of slots 0 and 2 is the same function of the same input: equal; slot 1 differs.
@@ -155,20 +175,21 @@ def test_burn_in_runs_without_gradient_but_warms_the_state():
     target_net = small_net()
     replay = make_replay(q_net, burn_in=4, seq_len=5, n_step=1, capacity=2 * 200)
     fill(replay, q_net, num_envs=2, steps=300)
-    batch = replay.sample(16)
+    batch = one(replay.sample(16))  # (1, B, L, ...)
     obs = batch.obs.clone().requires_grad_(True)
     batch = batch._replace(obs=obs)
-    q_taken, targets = drqn.sequence_q_and_targets(q_net, target_net, batch, burn_in=4, double_q=True)
+    online, target = Members([q_net]), Members([target_net])
+    q_taken, targets = drqn.sequence_q_and_targets(online, target, batch, burn_in=4, double_q=True)
     assert q_taken.requires_grad and not targets.requires_grad
-    drqn.sequence_loss(q_taken, targets, batch, "huber").backward()
-    grad_norm = obs.grad.norm(dim=-1)  # (B, L)
+    drqn.sequence_loss(q_taken, targets, batch, "huber").sum().backward()
+    grad_norm = obs.grad[0].norm(dim=-1)  # (B, L)
     assert grad_norm[:, :4].abs().sum() == 0  # burn-in steps: no gradient at all
     assert grad_norm[:, 4:9].sum() > 0  # trained steps: gradient flows
     assert all(p.grad is None for p in target_net.parameters())
     # The burn-in still matters: other burn-in inputs give other Q-values on the trained steps.
-    shifted = batch._replace(obs=torch.cat([batch.obs[:, :4].detach() + 1.0, batch.obs[:, 4:].detach()], 1))
+    shifted = batch._replace(obs=torch.cat([obs[:, :, :4].detach() + 1.0, obs[:, :, 4:].detach()], 2))
     with torch.no_grad():
-        q_shifted, _ = drqn.sequence_q_and_targets(q_net, target_net, shifted, burn_in=4, double_q=True)
+        q_shifted, _ = drqn.sequence_q_and_targets(online, target, shifted, burn_in=4, double_q=True)
     assert not torch.allclose(q_shifted, q_taken.detach())
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from generative import ae, data, dcgan, images, metrics
+from generative.adversarial import discriminator_loss, generator_loss
 from generative.common import make_tree, restore_tree
-from generative.gan import discriminator_loss, generator_loss
 from generative.vae import negative_elbo
 from networks import io
 from networks.errors import CheckpointError, ConfigError
@@ -98,6 +98,157 @@ def test_lenet_judge_has_the_published_parameter_count():
     assert judge.features.output_dim == 84
 
 
+def test_cosine_schedule_by_hand_and_on_resume():
+    from generative.common import cosine_schedule
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=2.0)
+    schedule = cosine_schedule(optimizer, total_steps=4)
+    seen = [optimizer.param_groups[0]["lr"]]
+    for _ in range(4):
+        optimizer.step()
+        schedule.step()
+        seen.append(optimizer.param_groups[0]["lr"])
+    # lr * (1 + cos(pi * s / 4)) / 2 for s = 0..4
+    assert seen == pytest.approx([2.0, 1 + math.sqrt(0.5), 1.0, 1 - math.sqrt(0.5), 0.0], abs=1e-9)
+    resumed = torch.optim.SGD([weight], lr=2.0)
+    cosine_schedule(resumed, total_steps=4, step=2)
+    assert resumed.param_groups[0]["lr"] == pytest.approx(1.0)
+    flat = torch.optim.SGD([weight], lr=2.0)
+    cosine_schedule(flat, total_steps=4, enabled=False, step=3)
+    assert flat.param_groups[0]["lr"] == 2.0
+
+
+# --- precision, recall, density, coverage --------------------------------------------------------
+
+
+def clusters(n: int, centres: torch.Tensor, seed: int) -> torch.Tensor:
+    """n points spread evenly over the given cluster centres (C, D), each N(centre, 0.3^2 I)."""
+    generator = torch.Generator().manual_seed(seed)
+    which = torch.arange(n) % len(centres)
+    return centres[which] + 0.3 * torch.randn(n, centres.shape[1], generator=generator)
+
+
+CENTRES = 4.0 * torch.eye(10, 16)  # ten well-separated "classes" in 16-d
+
+
+def test_prdc_by_hand_on_a_line():
+    real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])  # k = 1: every real ball has radius 1
+    fake = torch.tensor([[0.5], [10.0]])  # fake 0.5 is in the balls of reals 0 and 1; fake 10 is in none
+    result = metrics.prdc(real, fake, k=1)
+    # fake radii (k = 1): both 9.5, so every real is in fake 0.5's ball
+    assert result == pytest.approx({"precision": 0.5, "recall": 1.0, "density": (2 + 0) / (1 * 2), "coverage": 0.5})
+
+
+def test_prdc_two_samples_of_one_distribution_score_near_one():
+    result = metrics.prdc(clusters(1000, CENTRES, seed=0), clusters(1000, CENTRES, seed=1), k=5)
+    assert result["density"] == pytest.approx(1.0, abs=0.05) and result["coverage"] > 0.95
+    assert result["precision"] > 0.85 and result["recall"] > 0.85  # k-NN balls miss some of a 16-d cloud's edge
+
+
+def test_prdc_a_generator_that_drops_half_the_classes_loses_recall_and_coverage_but_keeps_precision():
+    real = clusters(1000, CENTRES, seed=0)
+    full = metrics.prdc(real, clusters(1000, CENTRES, seed=1), k=5)
+    half = metrics.prdc(real, clusters(1000, CENTRES[:5], seed=1), k=5)
+    assert half["precision"] == pytest.approx(full["precision"], abs=0.03)  # every fake still looks real
+    assert half["density"] == pytest.approx(full["density"], abs=0.05)
+    assert half["recall"] < 0.55 and half["coverage"] < 0.55  # half the reals are never reached
+
+
+def test_prdc_handles_identical_points():
+    ones = torch.ones(50, 8)  # every distance is 0, so every k-NN radius is 0: closed balls still hold them
+    result = metrics.prdc(ones, ones.clone(), k=5)
+    assert result["precision"] == result["recall"] == result["coverage"] == 1.0
+    assert math.isfinite(result["density"]) and result["density"] >= 1.0
+    real = torch.cat([clusters(100, CENTRES, seed=0)] * 2)  # every real point twice
+    duplicated = metrics.prdc(real, clusters(200, CENTRES, seed=1), k=5)
+    assert duplicated["coverage"] > 0.85 and duplicated["precision"] > 0.7  # a twin counts as a neighbour
+
+
+# --- DCGAN options: minibatch standard deviation, weight averaging, classes ------------------------
+
+
+def test_minibatch_std_appends_the_within_group_spread():
+    from generative.adversarial import MinibatchStd
+
+    x = torch.zeros(8, 3, 2, 2)
+    x[:4] = 1.0  # groups of 4 are samples {i, i+2, i+4, i+6}: each holds two 1s and two 0s -> std 0.5
+    out = MinibatchStd(group_size=4)(x)
+    assert out.shape == (8, 4, 2, 2)
+    torch.testing.assert_close(out[:, 3], torch.full((8, 2, 2), 0.5), atol=1e-3, rtol=0)
+    same = MinibatchStd()(torch.ones(6, 5))  # identical samples: spread 0 (group 3 divides 6)
+    assert same.shape == (6, 6) and same[:, -1].abs().max() < 1e-3
+
+
+def test_packing_stacks_consecutive_samples_as_channels():
+    from generative.adversarial import Stability, packed
+
+    x = torch.arange(4.0)[:, None, None, None].expand(4, 1, 2, 2)  # sample i is all i
+    pairs = packed(x, pack=2)
+    assert pairs.shape == (2, 2, 2, 2) and pairs[1, :, 0, 0].tolist() == [2.0, 3.0]
+    assert packed(x, pack=1) is x
+    d = dcgan.build_networks(dcgan.Config(image_size=28, ngf=4, ndf=4, stability=Stability(pack=2)), (1, 28, 28))[1]
+    assert d(pairs.new_zeros(3, 2, 28, 28)).shape == (3, 1)
+    with pytest.raises(ConfigError, match="must divide batch_size 64, got 3"):
+        dcgan.Config(stability=Stability(pack=3)).validate()
+    with pytest.raises(ConfigError, match="one sample at a time") as info:
+        dcgan.Config(conditional=True, stability=Stability(pack=2)).validate()
+    assert info.value.field == "stability.pack"
+
+
+def test_mode_seeking_loss_by_hand_and_pairs_share_a_class():
+    from generative.adversarial import mode_seeking_loss, paired
+
+    z = torch.tensor([[0.0, 0.0], [2.0, 2.0]])  # one pair, |z1 - z2| = 2 on average
+    fake = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])  # |G(z1) - G(z2)| = 1 on average
+    assert mode_seeking_loss(fake, z).item() == pytest.approx(1 / (0.5 + 1e-5))
+    ignores_z = torch.zeros(2, 3)  # one image whatever z: the largest penalty
+    assert mode_seeking_loss(ignores_z, z).item() == pytest.approx(1e5)
+    assert paired(torch.tensor([3, 1, 4, 1, 5])).tolist() == [3, 1, 3, 1, 5] and paired(None) is None
+
+
+def test_average_follows_the_live_weights_slowly_and_copies_buffers():
+    from generative.adversarial import Average
+
+    live = torch.nn.BatchNorm1d(2)
+    average = Average(live, decay=0.9)
+    with torch.no_grad():
+        live.weight.fill_(3.0)  # from 1.0
+        live.running_mean.fill_(5.0)
+    average.update(live, step=1000)  # decay 0.9: 1 + 0.1 * (3 - 1)
+    torch.testing.assert_close(average.module.weight, torch.full((2,), 1.2))
+    torch.testing.assert_close(average.module.running_mean, torch.full((2,), 5.0))
+    assert not any(p.requires_grad for p in average.module.parameters())
+    early = Average(live, decay=0.999)  # at step 0 the decay is 1/10: the average jumps most of the way
+    with torch.no_grad():
+        live.weight.fill_(13.0)
+    early.update(live, step=0)
+    torch.testing.assert_close(early.module.weight, torch.full((2,), 3.0 + 0.9 * 10.0))
+
+
+def test_conditional_dcgan_networks_take_labels():
+    g = dcgan.Generator(16, (1, 28, 28), ngf=8, num_classes=10)
+    d = dcgan.Discriminator((1, 28, 28), ndf=8, num_classes=10, minibatch_std=True)
+    labels = torch.tensor([0, 3, 9, 3])
+    fake = g(torch.randn(4, 16), labels)
+    assert fake.shape == (4, 1, 28, 28) and d(fake, labels).shape == (4, 1)
+    with torch.no_grad():  # the projection term: the same image scores differently as a 3 and as a 7
+        assert not torch.allclose(d(fake, labels), d(fake, torch.full((4,), 7)))
+
+
+def test_requested_labels():
+    from generative.adversarial import requested_labels
+
+    assert requested_labels(5, 0, None) is None
+    assert requested_labels(3, 10, 7).tolist() == [7, 7, 7]
+    assert requested_labels(25, 10, None).tolist() == [c for c in range(10) for _ in range(3)]  # 3 per row
+    with pytest.raises(ConfigError, match="not class-conditional") as info:
+        requested_labels(4, 0, 3)
+    assert info.value.field == "--label"
+    with pytest.raises(ConfigError, match=r"must be a class in 0\.\.9, got -1"):
+        requested_labels(4, 10, -1)
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 
@@ -148,24 +299,22 @@ def test_folder_source_reads_labels_from_subfolders(tmp_path):
         ("mnist60k", "unknown data set 'mnist60k'"),
         ("npz:/nonexistent.npz", "does not exist"),
         ("folder:/nonexistent", "does not exist"),
-        ("env:CartPole-v1", "env factory"),  # launch/ has not handed envs.make in
+        ("env:CartPole-v1", "env factory"),  # no make_env passed in
     ],
 )
-def test_bad_image_sources_are_config_errors(source, fragment, monkeypatch):
-    monkeypatch.setattr(data, "_env_factory", None)
+def test_bad_image_sources_are_config_errors(source, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
         data.load_images(source, seed=0)
     assert info.value.field == "data"
 
 
-def test_env_frames_must_be_images(monkeypatch):
+def test_env_frames_must_be_images():
     import envs
 
-    monkeypatch.setattr(data, "_env_factory", envs.make)
     with pytest.raises(ConfigError, match=r"observations have shape \(4,\), which are not images"):
-        data.load_images("env:CartPole-v1", seed=0, env_frames=5)
+        data.load_images("env:CartPole-v1", seed=0, env_frames=5, make_env=envs.make)
     with pytest.raises(ConfigError, match="data: env:NoSuchEnv-v0: unknown environment"):
-        data.load_images("env:NoSuchEnv-v0", seed=0)
+        data.load_images("env:NoSuchEnv-v0", seed=0, make_env=envs.make)
 
 
 def test_npz_without_the_expected_array_names_what_it_holds(tmp_path):

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+import generative
 import networks
 from launch.cli import main as dlforge
 from launch.config import parse_config
-from launch.registry import trainer_module
+from launch.registry import trainer_module, with_env_factory
+from launch.run import load_run_spec
 from launch.tracking import LocalTracker, load_latest, read_metrics
+from networks.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +27,7 @@ def train(kind: str, run_dir: Path, resume: dict | None = None, **fields):
     """Train `kind` with `fields` (validated by the real config loader) into run_dir."""
     spec = parse_config({"kind": kind, "tracking": {"wandb": "disabled"}, **fields})
     tracker = LocalTracker(run_dir, spec.tracking, resume_step=None if resume is None else resume["step"])
-    summary = trainer_module(kind).train(spec.config, tracker, resume=resume)
+    summary = with_env_factory(trainer_module(kind).train)(spec.config, tracker, resume=resume)  # as launch/ does
     tracker.close()
     tree, meta = load_latest(run_dir)
     return spec.config, summary, read_metrics(run_dir / "metrics.jsonl"), tree
@@ -95,6 +98,68 @@ def test_dcgan_gpu_speed_options_run_on_the_cpu(tmp_path):
     assert tree["step"] == 2 and math.isfinite(summary["charts/images_per_s"])
 
 
+def test_dcgan_with_averaged_generator_minibatch_std_and_classes(tmp_path, capsys):
+    run = tmp_path / "cdcgan"
+    assert dlforge(["train", str(REPO / "configs/dcgan/mnist5k.yaml"), "ngf=8", "ndf=8", "batch_size=16",
+                    "total_steps=6", "eval_every=3", "eval_samples=100", "judge_steps=20", "conditional=true",
+                    "stability={ema_decay: 0.99, minibatch_std: true}", "tracking.wandb=disabled",
+                    "--out", str(tmp_path), "--name", "cdcgan"]) == 0  # fmt: skip
+    tree, _ = load_latest(run)
+    assert sorted(tree["model"]) == ["discriminator", "generator", "generator_ema"]
+    assert tree["specs"]["generator"]["num_classes"] == 10 and tree["specs"]["generator"]["ema"] is True
+    assert not torch.equal(tree["model"]["generator"]["net.0.weight"], tree["model"]["generator_ema"]["net.0.weight"])
+    evals = [r for r in read_metrics(run / "metrics.jsonl") if "eval/fld" in r]
+    for key in ("precision", "recall", "density", "coverage", "label_accuracy"):
+        assert 0 <= evals[-1][f"eval/{key}"] <= (10 if key == "density" else 1), key
+    module, config = trainer_module("dcgan"), load_run_spec(run).config
+    threes = module.generate(config, tree, n=4, seed=0, label=3)
+    assert_unit_images(threes, (4, 1, 28, 28))
+    assert_unit_images(module.generate(config, tree, n=25, seed=0), (30, 1, 28, 28))  # 3 of each digit
+
+    # generative.load draws what generate draws, from the averaged generator; its exported network too
+    model = generative.load(run)
+    assert model.num_classes == 10
+    np.testing.assert_array_equal(model.sample(4, seed=0, label=3), threes)
+    np.testing.assert_array_equal(model.sample(25, seed=0), module.generate(config, tree, n=25, seed=0))
+    z = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        np.testing.assert_allclose(model.generator()(z, torch.full((4,), 3)).numpy(), threes, atol=1e-6)
+    with pytest.raises(ConfigError, match="must be a class in 0..9"):
+        model.sample(4, label=10)
+    assert dlforge(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 0
+
+    # the CLI: one digit, a row per digit, and bad labels
+    assert dlforge(["generate", str(run), "--label", "3", "--n", "4", "--out", str(tmp_path / "3.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "3.npz")["samples"], threes)
+    assert dlforge(["generate", str(run), "--n", "20"]) == 0
+    capsys.readouterr()
+    for label in ("10", "-1"):
+        assert dlforge(["generate", str(run), "--label", label]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: --label: must be a class in 0..9, got {label}"
+
+
+def test_label_on_a_run_that_does_not_draw_by_class_is_exit_2(tmp_path, capsys):
+    for kind, fields in [("dcgan", {"ngf": 4, "ndf": 4, "image_size": 16}), ("vae", {})]:
+        assert dlforge(["train", str(REPO / f"configs/{kind}/mnist5k.yaml"), "total_steps=2", "eval_every=2",
+                        "judge_steps=0", "batch_size=8", *[f"{k}={v}" for k, v in fields.items()],
+                        "tracking.wandb=disabled", "--out", str(tmp_path), "--name", kind]) == 0  # fmt: skip
+        capsys.readouterr()
+        assert dlforge(["generate", str(tmp_path / kind), "--label", "3"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: --label: ")
+        assert ("not class-conditional" if kind == "dcgan" else "does not draw by class") in err
+        with pytest.raises(ConfigError, match="conditional"):
+            generative.load(tmp_path / kind).sample(2, label=3)
+
+
+def test_vae_with_a_judge_logs_fld_and_prdc(tmp_path):
+    _, summary, _, _ = train("vae", tmp_path / "vae", data="mnist5k", total_steps=4, eval_every=4, batch_size=16,
+                             judge_steps=20, eval_samples=100)  # fmt: skip
+    assert {"eval/fld", "eval/precision", "eval/recall", "eval/density", "eval/coverage"} <= set(summary)
+    assert "eval/label_accuracy" not in summary
+
+
 @pytest.mark.parametrize("arch, noise_std", [("conv", 0.0), ("dense", 0.3)])
 def test_autoencoders_report_reconstruction_and_reconstruct_on_generate(tmp_path, arch, noise_std):
     run = tmp_path / "ae"
@@ -107,8 +172,19 @@ def test_autoencoders_report_reconstruction_and_reconstruct_on_generate(tmp_path
     assert_unit_images(trainer_module("ae").generate(config, tree, n=6, seed=0), (6, 1, 28, 28))
 
 
+def test_autoencoder_recipe_options_and_denoising_at_several_noise_levels(tmp_path):
+    _, summary, _, tree = train(
+        "ae", tmp_path / "ae", data="mnist5k", total_steps=4, eval_every=4, batch_size=16, decoder_norm=True,
+        decoder_blocks=1, shift=1, cosine_decay=True, noise_std=0.3, eval_noise=[0.3, 0.5],
+        encoder={"type": "cnn", "conv": [[8, 3, 2, 1], [16, 3, 2, 1]], "norm": "batch"}, decoder_channels=[16, 8],
+    )  # fmt: skip
+    assert summary["eval/denoise0.3_bce_per_pixel"] == pytest.approx(summary["eval/denoise_bce_per_pixel"])
+    assert "eval/denoise0.5_bce_per_pixel" in summary
+    decoder = tree["model"]["decoder"]
+    assert any(".bn1." in key for key in decoder) and any(key.endswith("running_var") for key in decoder)
+
+
 def test_conv_autoencoder_on_env_frames_saves_an_encoder_agents_can_rebuild(tmp_path):
-    trainer_module("ae")  # launch.registry hands envs.make to generative.data, as for `dlforge train`
     _, _, _, tree = train("ae", tmp_path / "ae", data="env:MiniGrid-Empty-5x5-v0", env_frames=100, total_steps=5,
                           eval_every=5, batch_size=16)  # fmt: skip
     spec = tree["specs"]["encoder"]

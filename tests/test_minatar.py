@@ -174,3 +174,21 @@ def test_dqn_config_trains_through_the_cli_and_evaluates_with_video(tmp_path, co
     assert main(["eval", str(run_dir), "--episodes", "2", "--checkpoint", "last", "--video"]) == 0
     video = Path(json.loads((run_dir / "eval.json").read_text())["video"])
     assert video.suffix == ".mp4" and video.stat().st_size > 1000
+
+
+def test_without_the_minatar_extra_a_minatar_id_names_the_extra(tmp_path):
+    """The minatar package is an opt-in extra (GPL-3.0): without it, a MinAtar id is one line naming the extra."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['minatar'] = None\n"  # what an install without the extra sees
+        "import envs\n"
+        "from networks.errors import ConfigError\n"
+        "try:\n"
+        "    envs.make('MinAtar/Breakout-v1')\n"
+        "except ConfigError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "needs the package 'minatar'" in out and "pip install 'dlforge[minatar]'" in out

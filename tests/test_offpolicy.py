@@ -181,6 +181,21 @@ def test_a_stopped_run_checkpoints_where_it_stopped(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_resuming_a_run_that_reached_total_steps_ends_it_with_its_summary(kind, tmp_path):
+    # a run cut off after its last checkpoint but before its summary: the resume has no step left to take
+    summary, _ = train(kind, tmp_path / "first", total_steps=300, eval_every=1000, checkpoint_every=1000)
+    tree, _ = load_latest(tmp_path / "first")
+    tracker = LocalTracker(tmp_path / "resumed")
+    resumed = KINDS[kind].train(
+        tiny(kind, total_steps=300, eval_every=1000, checkpoint_every=1000), tracker, resume=tree
+    )
+    tracker.close()
+    assert resumed["global_step"] == 300
+    for key in ("charts/episodes", "charts/updates"):
+        assert resumed[key] == summary[key] > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_logs_the_same_charts(kind, tmp_path):
     _, records = train(kind, tmp_path, nan_policy="skip")
     periodic = [r for r in records if "charts/epsilon" in r]

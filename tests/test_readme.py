@@ -89,3 +89,11 @@ def test_reliable_statistics_section(workdir):
     assert sum(line.startswith("learning_rate=") for line in printed) == 4  # one row per learning rate
     assert sum(line.startswith("P(") for line in printed) == 6  # each pair of the four configs
     assert (workdir / "runs/sweeps/cartpole-lr/report/reliable/profiles-all.png").is_file()
+
+
+def test_populations_section(workdir):
+    outputs = run_blocks("## Populations", workdir)
+    assert outputs[0].strip().endswith("run: runs/pop")
+    assert [line.split(":")[0] for line in outputs[1].splitlines()[:4]] == ["seed0", "seed1", "seed2", "seed3"]
+    assert outputs[2].startswith("mean_return=")
+    assert (workdir / "runs/pop/population.json").is_file() and (workdir / "runs/pop/report/index.html").is_file()

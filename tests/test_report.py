@@ -246,10 +246,16 @@ def test_a_sweep_folder_reports_its_trials_with_status_and_error(tmp_path):
             "error": "RuntimeError: boom",
         },
     ]
+    points = [
+        {"point": "p00", "rank": 1, "mean": 0.5, "n": 1, "params": {"lr": 0.1}},
+        {"point": "p01", "rank": 2, "mean": None, "n": 0, "params": {"lr": 0.01}},
+    ]
+    trials[0]["point"], trials[1]["point"] = "p00", "p01"
     (sweep / "results.json").write_text(
-        json.dumps({"sweep": "s", "metric": "eval/score", "mode": "max", "trials": trials})
+        json.dumps({"sweep": "s", "metric": "eval/score", "mode": "max", "trials": trials, "points": points})
     )
     page = write_report([sweep], sweep / "report").read_text()
     assert "<h2>Sweep s: eval/score (max)</h2>" in page
     assert "error: RuntimeError: boom" in page and "<td>0.5</td>" in page
+    assert "<td>p00 #1</td><td>0.5 (n=1)</td>" in page  # each trial's point, ranked by its mean over seeds
     assert (sweep / "report" / "curves" / "eval_score.png").exists()

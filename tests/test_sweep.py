@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from wandb_reader import history, offline_runs, records
 
 from launch.registry import TRAINERS
@@ -73,10 +74,18 @@ def test_embedded_sweep_of_four_classifier_trials(cluster, tmp_path):
     results = json.loads((sweep_dir / "results.json").read_text())
     assert len(results["trials"]) == 4 and all(0 <= t["eval/accuracy"] <= 1 for t in results["trials"])
     assert (sweep_dir / "results.csv").read_text().count("\n") == 5
+    # The best point is the learning rate with the best mean over its two seeds.
+    means = {}
+    for t in results["trials"]:
+        means.setdefault(t["params"]["lr"], []).append(t["eval/accuracy"])
+    best_lr = max(means, key=lambda lr: sum(means[lr]))
     best = json.loads((sweep_dir / "best.json").read_text())
-    assert best["value"] == max(t["eval/accuracy"] for t in results["trials"])
+    assert best["params"] == {"lr": best_lr} and best["value"] == pytest.approx(sum(means[best_lr]) / 2)
+    assert sorted(s["seed"] for s in best["seeds"]) == [0, 1] and best["aggregate"]["n"] == 2
     assert Path(best["checkpoint"]).exists() and Path(best["checkpoint"]).with_suffix(".json").exists()
-    assert "lr:" in (sweep_dir / "best_config.yaml").read_text()
+    best_config = yaml.safe_load((sweep_dir / "best_config.yaml").read_text())
+    assert best_config["lr"] == best_lr and "seed" not in best_config
+    assert len(results["points"]) == 2 and "point_mean" in (sweep_dir / "results.csv").read_text()
 
     for row in outcome.rows:
         run_dir = Path(row["run_dir"])
@@ -205,3 +214,110 @@ def test_tune_ends_a_stopped_trial_without_waiting_for_it_to_close(cluster, tmp_
     assert [r.error for r in grid] == [None, None]
     assert markers[0].exists()  # the kept process waited for the first trial's close
     assert not markers[1].exists()  # if this fails, Tune now waits for a stopped trial: finish_cut_off_wandb can go
+
+
+CARTPOLE = {
+    "kind": "dqn",
+    "env_id": "CartPole-v1",
+    "total_steps": 400,
+    "eval_every": 200,
+    "eval_episodes": 2,
+    "learning_starts": 50,
+    "batch_size": 32,
+    "buffer_size": 1000,
+    "network": {"type": "mlp", "hidden": [16]},
+    "torch_threads": 1,
+}
+
+
+@pytest.mark.parametrize("pack", ["seeds", "points", "none"])
+def test_a_packed_sweep_lists_every_member_with_its_own_wandb_run(cluster, tmp_path, pack):
+    """2 learning rates x 2 seeds: pack: seeds trains 2 population trials of 2 members, pack: points 1 trial of 4,
+    pack: none 4 trials. Either way the results hold 4 rows, each a complete run folder with one W&B run holding
+    every step it logged, and Tune was told the point's mean over its seeds (the best point's, under points)."""
+    outcome = sweep(
+        tmp_path,
+        base=CARTPOLE,
+        metric="eval/mean_return",
+        space={"learning_rate": {"grid": [1e-3, 5e-3]}},
+        seeds=[0, 1],
+        pack=pack,
+        **({"max_members": 4} if pack == "points" else {}),
+    )
+    trials_dir = tmp_path / "sweeps" / "s" / "trials"
+    assert outcome.plan.settings.pack == pack
+    assert sorted((r["params"]["learning_rate"], r["params"]["seed"]) for r in outcome.rows) == [
+        (1e-3, 0),
+        (1e-3, 1),
+        (5e-3, 0),
+        (5e-3, 1),
+    ]
+    assert all(row["status"] == "done" and row["step"] == 400 for row in outcome.rows)
+    trials = sorted(p for p in trials_dir.iterdir() if p.is_dir())
+    assert len(trials) == {"seeds": 2, "points": 1, "none": 4}[pack]
+
+    for row in outcome.rows:
+        run_dir = Path(row["run_dir"])
+        member = run_dir.parent.name == "members"
+        assert member == (pack != "none") and row["trial"] == (
+            f"{run_dir.parents[1].name}/{run_dir.name}" if member else run_dir.name
+        )
+        logged = sorted({r["step"] for r in read_metrics(run_dir / "metrics.jsonl")})
+        assert logged[-1] == 400 and steps_in_wandb(run_dir) == logged  # one W&B run per member, every step
+        (wandb_file,) = offline_runs(run_dir)
+        run = next(r.run for r in records(wandb_file) if r.WhichOneof("record_type") == "run")
+        assert run.run_group == "s" and "sweep:s" in run.tags
+        assert any(r.WhichOneof("record_type") == "exit" for r in records(wandb_file))
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["seed"] == row["params"]["seed"]
+
+    # What Tune saw for each trial (its last report): the mean over the point's seeds, or the best point's mean.
+    means: dict[float, list[float]] = {}
+    for row in outcome.rows:
+        means.setdefault(row["params"]["learning_rate"], []).append(row["eval/mean_return"])
+    point_mean = {lr: sum(v) / len(v) for lr, v in means.items()}
+    for trial in trials:
+        reported = json.loads((trial / "trial.json").read_text())["report"]["eval/mean_return"]
+        if pack == "none":
+            continue
+        in_trial = {r["params"]["learning_rate"] for r in outcome.rows if Path(r["run_dir"]).parents[1] == trial}
+        assert reported == pytest.approx(max(point_mean[lr] for lr in in_trial))
+
+    best = json.loads((tmp_path / "sweeps" / "s" / "best.json").read_text())
+    assert best["value"] == pytest.approx(max(point_mean.values())) and len(best["seeds"]) == 2
+    assert point_mean[best["params"]["learning_rate"]] == pytest.approx(best["value"])
+
+
+def test_asha_stops_a_packed_trial_as_a_whole_and_every_member_run_is_finished(cluster, tmp_path):
+    """ASHA stops a trial when it reaches max_t (here before total_steps): the stop reaches the population through
+    its members' trackers, and every member's W&B run still holds every step it logged and ends cleanly."""
+    outcome = sweep(
+        tmp_path,
+        base={**CARTPOLE, "total_steps": 600},
+        metric="eval/mean_return",
+        seeds=[0, 1],
+        scheduler={"type": "asha", "grace_period": 200, "max_t": 200},
+    )
+    assert [row["trial"] for row in outcome.rows] == ["s-000/seed0", "s-000/seed1"]
+    for row in outcome.rows:
+        assert row["status"] == "stopped" and row["step"] == 200
+        run_dir = Path(row["run_dir"])
+        assert steps_in_wandb(run_dir) == sorted({r["step"] for r in read_metrics(run_dir / "metrics.jsonl")})
+        (wandb_file,) = offline_runs(run_dir)
+        assert [r.exit.exit_code for r in records(wandb_file) if r.WhichOneof("record_type") == "exit"] == [0]
+    assert outcome.best["aggregate"]["n"] == 2
+
+
+def test_optuna_proposes_points_and_a_packed_trial_trains_all_their_seeds(cluster, tmp_path):
+    outcome = sweep(
+        tmp_path,
+        base=CARTPOLE,
+        metric="eval/mean_return",
+        space={"learning_rate": {"loguniform": [1e-4, 1e-2]}},
+        seeds=[0, 1],
+        num_samples=2,
+        search="optuna",
+    )
+    assert outcome.plan.settings.pack == "seeds" and len(outcome.points) == 2
+    assert all(row["status"] == "done" for row in outcome.rows)
+    assert [sorted(seed["seed"] for seed in point["seeds"]) for point in outcome.points] == [[0, 1], [0, 1]]
+    assert len(list((tmp_path / "sweeps" / "s" / "trials").glob("*/population.json"))) == 2  # one trial per point

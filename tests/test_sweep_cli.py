@@ -60,7 +60,17 @@ CLASSIFY = {"kind": "classify", "total_steps": 10, "eval_every": 10, "batch_size
 
 
 @pytest.mark.parametrize(
-    "case", ["unknown type", "empty grid", "unknown metric", "gpu", "unreachable address", "wandb online, no key"]
+    "case",
+    [
+        "unknown type",
+        "empty grid",
+        "unknown metric",
+        "gpu",
+        "unreachable address",
+        "wandb online, no key",
+        "pack without populations",
+        "bad seeds",
+    ],
 )
 def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
     sweep = {"base": CLASSIFY, "metric": "eval/accuracy", "space": {"lr": {"grid": [1e-3]}}}
@@ -79,6 +89,10 @@ def test_bad_input_exits_2_with_one_line_within_30s(tmp_path, case):
             ["--gpus-per-trial", "0.5"],
             "error: resources.gpu: 0.5 GPU per trial, but the Ray cluster has no GPU",
         )
+    elif case == "pack without populations":
+        flags, expected = ["--pack", "seeds"], "error: pack: seeds needs a trainer that trains populations"
+    elif case == "bad seeds":
+        flags, expected = ["--seeds", "0,1,x"], "error: seeds[2]: expected an integer"
     elif case == "unreachable address":
         flags, expected = ["--address", f"127.0.0.1:{free_port()}"], "error: --address: cannot reach a Ray cluster"
     else:
@@ -289,3 +303,70 @@ def _wait_for_log(node: subprocess.Popen, log: Path, line: str, timeout_s: float
             return
         time.sleep(0.5)
     pytest.fail(f"the worker node did not join: {log.read_text()[-2000:]}")
+
+
+def test_an_interrupted_packed_sweep_resumes_its_populations(tmp_path):
+    """pack: seeds on CartPole, one population trial at a time: Ctrl+C once the second has started, then --resume.
+    The finished population is not run again; the interrupted one continues from the newest step all its members
+    saved; every member logs each evaluation step once, and its W&B runs hold them all."""
+    base = {
+        "kind": "dqn",
+        "env_id": "CartPole-v1",
+        "total_steps": 3000,
+        "eval_every": 500,
+        "checkpoint_every": 500,
+        "eval_episodes": 2,
+        "learning_starts": 50,
+        "batch_size": 32,
+        "buffer_size": 5000,
+        "network": {"type": "mlp", "hidden": [16]},
+        "torch_threads": 1,
+    }
+    path = write_sweep(
+        tmp_path / "packed.yaml",
+        base=base,
+        metric="eval/mean_return",
+        space={"learning_rate": {"grid": [1e-3, 3e-3]}},
+        seeds=[0, 1],
+        max_concurrent=1,
+    )
+    out = tmp_path / "runs"
+    trials = out / "sweeps" / "packed" / "trials"
+    command = [*DLFORGE, "sweep", str(path), "--out", str(out)]
+    sweep = subprocess.Popen(
+        command, env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(trials.glob("packed-001/members/*/checkpoints/step-*.json")):  # the second one saved
+            assert sweep.poll() is None and time.monotonic() < deadline, "sweep ended before the interrupt"
+            time.sleep(0.2)
+        sweep.send_signal(signal.SIGINT)
+        output, _ = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, output[-3000:]
+    interrupted = json.loads((out / "sweeps" / "packed" / "results.json").read_text())["trials"]
+    assert [t["status"] for t in interrupted] == ["done", "done", "unfinished", "unfinished"]
+    finished = {t["run_dir"]: Path(t["run_dir"], "metrics.jsonl").stat().st_mtime_ns for t in interrupted[:2]}
+
+    resumed = subprocess.run(
+        [*command, "--resume"], env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    results = json.loads((out / "sweeps" / "packed" / "results.json").read_text())["trials"]
+    assert [t["trial"] for t in results] == [
+        "packed-000/seed0",
+        "packed-000/seed1",
+        "packed-001/seed0",
+        "packed-001/seed1",
+    ]
+    assert {t["status"] for t in results} == {"done"}
+    for run_dir, mtime in finished.items():  # the finished population was not run again
+        assert Path(run_dir, "metrics.jsonl").stat().st_mtime_ns == mtime
+    for trial in results:
+        run_dir = Path(trial["run_dir"])
+        steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "eval/mean_return" in r]
+        assert steps == list(range(500, 3001, 500))
+        logged = sorted({r["step"] for r in read_metrics(run_dir / "metrics.jsonl")})
+        assert sorted({r["global_step"] for f in offline_runs(run_dir) for r in history(f)}) == logged

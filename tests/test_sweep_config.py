@@ -41,7 +41,8 @@ def test_bundled_sweeps_are_valid(path, tmp_path):
     assert swept.total_steps == 2000 and swept.name == path.stem
     assert swept.sweep_dir == (tmp_path / "sweeps" / path.stem).resolve()
     param_space, _, _ = tune_search(swept)
-    assert "seed" in param_space
+    assert ("seed" in param_space) != swept.packed  # a packed trial trains every seed of its point
+    assert swept.packed == (swept.kind == "dqn")
 
 
 def test_bundled_sweeps_include_the_cartpole_lr_grid_and_a_generator():
@@ -194,3 +195,102 @@ def test_the_sweep_config_and_the_driver_import_without_ray():
     code = "import sys, launch.sweep_config, launch.sweep; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+DQN = {"kind": "dqn", "env_id": "CartPole-v1", "total_steps": 2000, "network": {"type": "mlp", "hidden": [16]}}
+
+
+def test_pack_defaults_to_seeds_where_the_trainer_trains_populations(tmp_path):
+    dqn = plan(tmp_path, base=DQN, metric="eval/mean_return", seeds=[0, 1])
+    assert dqn.settings.pack == "seeds" and dqn.packed
+    assert plan(tmp_path, seeds=[0, 1]).settings.pack == "none"  # sweeptest has no population: section
+    # A base that a population cannot train (compile: true) keeps one trial per seed, unless asked to pack.
+    compiled = {**DQN, "compile": True}
+    assert plan(tmp_path, base=compiled, metric="eval/mean_return", seeds=[0, 1]).settings.pack == "none"
+    assert error(tmp_path, base=compiled, metric="eval/mean_return", pack="seeds").startswith(
+        "compile: is not supported with population:"
+    )
+    one_seed = plan(tmp_path, base=DQN, metric="eval/mean_return", seeds=[3])
+    assert not one_seed.packed and one_seed.trial_document({"seed": 3})["seed"] == 3  # nothing to pack
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"pack": "seed"}, "pack: expected one of seeds, none, points or null, got 'seed'"),
+        ({"pack": "seeds"}, "pack: seeds needs a trainer that trains populations"),
+        ({"max_members": 4}, "max_members: applies to pack: points only (pack: default)"),
+        ({"base": DQN, "pack": "points", "space": {"learning_rate": {"uniform": [1e-4, 1e-2]}}}, "pack: points needs"),
+        ({"base": DQN, "pack": "points", "seeds": [0, 1, 2], "max_members": 2}, "max_members: must be >= the number"),
+        ({"base": {**DQN, "population": {"size": 2}}, "pack": "seeds"}, "population: is set by the sweep"),
+        ({"base": DQN, "pack": "points", "space": {"gamma": {"grid": [0.9, 2.0]}}}, "gamma: must be >= 0 and <= 1"),
+    ],
+)
+def test_bad_pack_settings_are_one_line_naming_the_field(tmp_path, document, message):
+    if document.get("base") is DQN or "population" in str(document.get("base")):
+        document = {"metric": "eval/mean_return", **document}
+    found = error(tmp_path, **document)
+    assert found.startswith(message) and "\n" not in found, found
+
+
+def test_packed_seeds_are_one_population_trial_per_point(tmp_path):
+    from ray import tune
+
+    swept = plan(
+        tmp_path, base=DQN, metric="eval/mean_return", space={"learning_rate": {"grid": [1e-3, 3e-3]}}, seeds=[4, 5]
+    )
+    space, searcher, num_samples = tune_search(swept)
+    assert space == {"learning_rate": tune.grid_search([1e-3, 3e-3])} and searcher is None and num_samples == 1
+    document = swept.trial_document({"learning_rate": 3e-3})
+    assert document["population"] == {"seeds": [4, 5]} and document["learning_rate"] == 3e-3
+    assert swept.members({"learning_rate": 3e-3}) == [
+        ("seed4", {"learning_rate": 3e-3, "seed": 4}),
+        ("seed5", {"learning_rate": 3e-3, "seed": 5}),
+    ]
+    # Optuna proposes points; a packed trial trains all their seeds, so it needs no Repeater.
+    optuna = plan(
+        tmp_path,
+        base=DQN,
+        metric="eval/mean_return",
+        space={"learning_rate": {"loguniform": [1e-4, 1e-2]}},
+        seeds=[0, 1, 2],
+        num_samples=3,
+        search="optuna",
+    )
+    _, searcher, num_samples = tune_search(optuna)
+    assert type(searcher).__name__ == "OptunaSearch" and num_samples == 3
+
+
+def test_packed_points_differ_only_in_per_member_scalars(tmp_path):
+    from launch.config import parse_config
+
+    swept = plan(
+        tmp_path,
+        base=DQN,
+        metric="eval/mean_return",
+        space={
+            "learning_rate": {"grid": [1e-3, 2e-3, 3e-3]},
+            "batch_size": {"grid": [32, 64]},  # changes shapes: never varies within a trial
+            "prioritized.alpha": {"grid": [0.5]},
+        },
+        seeds=[0, 1],
+        pack="points",
+        max_members=4,
+    )
+    packs = swept.packs()
+    assert [[(p["batch_size"], p["learning_rate"]) for p in pack] for pack in packs] == [
+        [(32, 1e-3), (32, 2e-3)],
+        [(32, 3e-3)],
+        [(64, 1e-3), (64, 2e-3)],
+        [(64, 3e-3)],
+    ]
+    space, searcher, _ = tune_search(swept)
+    assert list(space) == ["__pack__"] and searcher is None
+    document = swept.trial_document({"__pack__": 2})
+    assert document["batch_size"] == 64 and document["prioritized"]["alpha"] == 0.5
+    assert document["population"] == {"seeds": [0, 1, 0, 1], "learning_rate": [1e-3, 1e-3, 2e-3, 2e-3]}
+    parse_config(document)
+    members = swept.members({"__pack__": 2})
+    assert [name for name, _ in members] == ["m00-seed0", "m01-seed1", "m02-seed0", "m03-seed1"]
+    assert members[2][1] == {"learning_rate": 2e-3, "batch_size": 64, "prioritized.alpha": 0.5, "seed": 0}
+    assert not swept.trial_points({"__pack__": 1})[0].keys() - {"learning_rate", "batch_size", "prioritized.alpha"}

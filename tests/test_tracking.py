@@ -165,7 +165,7 @@ def test_several_wandb_runs_in_one_process_stay_apart(tmp_path):
         (tmp_path / name).mkdir()
     import wandb
 
-    from launch.tracking import finish_wandb, start_wandb
+    from launch.wandb_run import finish_wandb, start_wandb
 
     runs = {name: start_wandb(tmp_path / name, TrackingConfig(wandb="offline"), {"member": name}) for name in "ab"}
     for step in (1, 2):
@@ -177,3 +177,10 @@ def test_several_wandb_runs_in_one_process_stay_apart(tmp_path):
         (wandb_file,) = offline_runs(tmp_path / name)
         assert [row["x"] for row in history(wandb_file)] == [ord(name), 2 * ord(name)]
         assert run_config(wandb_file)["member"] == name
+
+
+def test_a_population_members_wandb_run_is_named_after_its_population():
+    from launch.wandb_run import run_name
+
+    assert run_name(Path("runs/cartpole/members/seed0")) == "cartpole/seed0"
+    assert run_name(Path("runs/lr-test")) == "lr-test"

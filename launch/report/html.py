@@ -108,18 +108,25 @@ is the probability that a run of X scores higher than a run of Y (ties count hal
 
 
 def sweep_tables(sweeps: list[dict]) -> str:
-    """For each sweep folder given: its trials with their metric, status and error (results.json)."""
+    """For each sweep folder given: its trials (a packed trial's members each as a trial) with their metric, status
+    and error, and each one's point (the values without the seed) with its rank and mean over seeds (results.json)."""
     parts = []
     for sweep in sweeps:
         metric, trials = sweep["metric"], sweep["trials"]
+        points = {point["point"]: point for point in sweep.get("points", [])}
         keys = sorted({k for t in trials for k in t["params"]})
-        head = "".join(f"<th>{e(k)}</th>" for k in ("trial", *keys, metric, "step", "status"))
+        extra = ("point", "point mean") if points else ()
+        head = "".join(f"<th>{e(k)}</th>" for k in ("trial", *keys, metric, "step", "status", *extra))
         rows = []
         for t in trials:
             value = t.get(metric)
             status = t["status"] + (f": {t['error']}" if t.get("error") else "")
             cells = [t["trial"], *(json.dumps(t["params"].get(k)) for k in keys)]
             cells += ["-" if value is None else f"{value:.4g}", str(t.get("step", "-")), status]
+            if points:
+                point = points[t["point"]]
+                mean = "-" if point["mean"] is None else f"{point['mean']:.4g} (n={point['n']})"
+                cells += [f"{point['point']} #{point['rank']}", mean]
             rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
         parts.append(f"<h2>Sweep {e(sweep['sweep'])}: {e(metric)} ({e(sweep['mode'])})</h2>{_table(head, rows)}")
     return "".join(parts)

@@ -18,7 +18,7 @@ from pathlib import Path
 from robustkit import REPO, assert_one_line_error, env
 from wandb_reader import history, online_runs
 
-from launch import tracking
+from launch import wandb_run
 from launch.cli import main
 from launch.tracking import read_metrics
 
@@ -122,7 +122,7 @@ def test_a_run_that_loses_the_server_midway_keeps_training_and_says_what_was_not
     monkeypatch.setenv("WANDB_API_KEY", API_KEY)
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path))
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr(tracking, "FINISH_TIMEOUT_S", 5.0)  # the default (60 s) is for real uploads
+    monkeypatch.setattr(wandb_run, "FINISH_TIMEOUT_S", 5.0)  # the default (60 s) is for real uploads
     run_dir = tmp_path / "runs" / "midway"
     stopped_after: list[int] = []
 

@@ -1,0 +1,392 @@
+"""A population's run folder: every member trained at once (agents/population.py), each recorded as a normal run.
+
+    runs/<name>/config.yaml              the population's config, `population:` included
+    runs/<name>/population.json          members, seeds, hyperparameters, status (running, done, solved, stopped,
+                                         diverged; with the reason and step), final metrics
+    runs/<name>/members/<member>/        a complete run folder: config.yaml (the member's equivalent single-run
+                                         config), metrics.jsonl, checkpoints/, summary.json and its own W&B run,
+                                         grouped under the population's name
+
+So `dlforge eval`, `report` and `--resume` work on a member folder as on any run, and `dlforge report runs/<name>`
+finds the members as seeds of one config. Each member has its own tracker; a member that ends (its summary says
+why) closes its tracker and its W&B run at once, while the others go on.
+
+Crash safety: the loop checkpoints every running member on the same vector step (agents/offpolicy.py), so
+`dlforge train --resume runs/<name>` resumes every member that had not ended from the newest vector step that
+all of them saved (`counters.vec_steps`), cuts each member's metrics.jsonl back to that point, sets aside its
+cut-off W&B runs and removes its checkpoints from beyond that point. A member that had ended (its summary.json
+names its status) stays as it ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents import population
+from launch.config import RunSpec, to_dict
+from launch.registry import trainer_module
+from launch.tracking import LocalTracker, clear_interrupted_writes, read_metrics
+from launch.wandb_recovery import has_cut_off_runs
+from networks import io
+from networks.errors import CheckpointError, ConfigError
+from networks.run_folder import CONFIG_FILE, MEMBERS, checkpoint_stems
+
+POPULATION_FILE = "population.json"
+ENDED = ("done", "solved", "stopped", "diverged")  # a member's status once it stopped training
+
+
+def is_population(spec: RunSpec) -> bool:
+    return getattr(spec.config, "population", None) is not None
+
+
+def member_spec(spec: RunSpec, member: population.Member, group: str) -> RunSpec:
+    """Member `member`'s equivalent single-run spec; its W&B runs are grouped under `group` (the tracking
+    section's own group, when it names one)."""
+    config = population.member_config(spec.config, member)
+    tracking = dataclasses.replace(spec.tracking, group=spec.tracking.group or group)
+    resolved = {"kind": spec.kind, "tracking": to_dict(tracking), **to_dict(config)}
+    return RunSpec(kind=spec.kind, config=config, tracking=tracking, resolved=resolved, source=spec.source)
+
+
+def train_population(
+    spec: RunSpec, run_dir: Path, *, resume: bool = False, progress: bool = False, tracker_factory=LocalTracker
+) -> tuple[dict[str, Any], list[dict]]:
+    """Train the population of `spec` into `run_dir` (see the module docstring); `tracker_factory` is called once
+    per member that trains, as LocalTracker is: (member folder, tracking, config=, total_steps=, progress=False,
+    resume_step=). Returns the population's summary and each member's. Bad input removes a folder this call created,
+    then re-raises."""
+    found = population.members(spec.config)
+    specs = [member_spec(spec, member, run_dir.name) for member in found]
+    folders = [run_dir / MEMBERS / member.name for member in found]
+    created = not run_dir.exists()
+    starts = resume_points(folders) if resume else [(None, None, None)] * len(found)
+    record = Record(run_dir, spec, found)
+    trackers: list[MemberTracker | None] = []
+    try:
+        try:
+            for folder, member_run in zip(folders, specs):
+                folder.mkdir(parents=True, exist_ok=True)
+                io.atomic_write_text(folder / CONFIG_FILE, yaml.safe_dump(member_run.resolved, sort_keys=False))
+            io.atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(spec.resolved, sort_keys=False))
+        except OSError as e:
+            raise ConfigError(
+                "--resume" if resume else "--out", f"cannot write the run folder {run_dir} ({e.strerror})"
+            ) from None
+        for k, (folder, (_, _, ended)) in enumerate(zip(folders, starts)):
+            if ended is not None:
+                record.ended(k, ended)
+                close_cut_off(folder, specs[k])
+        record.write()
+        shown = _Progress(record, spec.config.total_steps) if progress else None
+        for k, (folder, member_run, (_, step, ended)) in enumerate(zip(folders, specs, starts)):
+            if ended is not None:
+                trackers.append(None)
+                continue
+            inner = tracker_factory(
+                folder,
+                member_run.tracking,
+                config=member_run.resolved,
+                total_steps=member_run.config.total_steps,
+                progress=False,
+                resume_step=step,
+            )
+            trackers.append(MemberTracker(inner, k, record, shown))
+        summaries = trainer_module(spec.kind).train(
+            spec.config,
+            [tracker if tracker is not None else _ENDED for tracker in trackers],
+            resume=[tree for tree, _, _ in starts],
+            finished=[ended is not None for _, _, ended in starts],
+        )
+        for tracker in trackers:
+            if tracker is not None:
+                tracker.close()
+        if shown is not None:
+            shown.close()
+        summaries = [s if s is not None else record.members[k]["metrics"] for k, s in enumerate(summaries)]
+        return record.finish(), summaries
+    except (ConfigError, CheckpointError):
+        _close_all(trackers)
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    except BaseException:
+        _close_all(trackers)
+        raise
+
+
+def _close_all(trackers: list) -> None:
+    for tracker in trackers:
+        if tracker is not None:
+            tracker.close(failed=True)
+
+
+# --- resuming -------------------------------------------------------------------------------------------------
+
+
+def resume_points(folders: list[Path]) -> list[tuple[dict | None, int | None, dict | None]]:
+    """Per member: (checkpoint tree, step, None) for a member that trains on, or (None, None, summary) for one that
+    had ended. Members that train on resume from the newest vector step that all of them saved; with none, they
+    start again (step 0: their records and checkpoints are cleared)."""
+    ended = [_ended_summary(folder) for folder in folders]
+    saved: list[dict[int, tuple[Path, dict, dict]]] = []
+    for folder, summary in zip(folders, ended):
+        if summary is None:
+            clear_interrupted_writes(folder)
+            saved.append(_saved_by_vector_step(folder))
+    common = set.intersection(*(set(s) for s in saved)) if saved else set()
+    point = max(common, default=None)
+    starts, training = [], iter(saved)
+    for folder, summary in zip(folders, ended):
+        if summary is not None:
+            starts.append((None, None, summary))
+            continue
+        checkpoints = next(training)
+        if point is None:
+            _remove_checkpoints(folder, after=-1)
+            starts.append((None, 0, None))
+            continue
+        _, tree, meta = checkpoints[point]
+        step = int(meta.get("step", 0))
+        _remove_checkpoints(folder, after=step)
+        starts.append((tree, step, None))
+    return starts
+
+
+def _ended_summary(folder: Path) -> dict | None:
+    """A member's summary.json when it names an ended status (written after its final checkpoint), else None."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("status") in ENDED else None
+
+
+def _saved_by_vector_step(folder: Path) -> dict[int, tuple[Path, dict, dict]]:
+    """A member's checkpoints that load, by the vector step they were taken at (newest kind first: a step checkpoint
+    before a best one at the same step)."""
+    found: dict[int, tuple[Path, dict, dict]] = {}
+    for stem in checkpoint_stems(folder, "any"):
+        try:
+            tree, meta = io.load(stem)
+        except CheckpointError:
+            continue
+        counters = tree.get("counters") if isinstance(tree, dict) else None
+        vec_steps = counters.get("vec_steps") if isinstance(counters, dict) else None
+        if isinstance(vec_steps, int) and vec_steps not in found:
+            found[vec_steps] = (stem, tree, meta)
+    return found
+
+
+def _remove_checkpoints(folder: Path, *, after: int) -> None:
+    """Remove a member's checkpoints taken after step `after`: they belong to the training a crash cut off, and a
+    resumed member must not find them newer than its own."""
+    for stem in checkpoint_stems(folder, "any"):
+        if int(stem.name.rsplit("-", 1)[1]) > after:
+            for suffix in (".json", ".safetensors"):
+                stem.with_name(stem.name + suffix).unlink(missing_ok=True)
+
+
+def close_cut_off(folder: Path, member_run: RunSpec) -> None:
+    """A member that ended but whose W&B run a crash cut off before it finished: its records go to a new W&B run
+    (launch/wandb_recovery.py), which finishes at once."""
+    if member_run.tracking.wandb != "offline" or not has_cut_off_runs(folder):
+        return
+    steps = [record["step"] for record in read_metrics(folder / "metrics.jsonl")]
+    tracker = LocalTracker(folder, member_run.tracking, config=member_run.resolved, resume_step=max(steps, default=0))
+    tracker.summary(_ended_summary(folder) or {})
+    tracker.close()
+
+
+# --- the population's record --------------------------------------------------------------------------------
+
+
+class Record:
+    """population.json: written at the start, whenever a member ends, and at the end (atomically each time)."""
+
+    def __init__(self, run_dir: Path, spec: RunSpec, found: list[population.Member]):
+        self.path = run_dir / POPULATION_FILE
+        self.name, self.kind = run_dir.name, spec.kind
+        self.members = [
+            {
+                "name": member.name,
+                "folder": f"{MEMBERS}/{member.name}",
+                "seed": member.seed,
+                "hyperparameters": member.hyperparameters,
+                "status": "running",
+                "reason": None,
+                "step": None,
+                "metrics": {},
+            }
+            for member in found
+        ]
+        self.latest: list[dict] = [{} for _ in found]  # each member's latest logged values and step (progress line)
+        self.stop_at_return = getattr(spec.config, "stop_at_return", None)
+        self.summary: dict[str, Any] = {}
+
+    def ended(self, k: int, summary: dict) -> None:
+        status = summary.get("status", "done")
+        step = summary.get("global_step")
+        reasons = {
+            "done": "reached total_steps",
+            "solved": f"an evaluation's mean return reached stop_at_return ({self.stop_at_return})",
+            "stopped": "its tracker asked it to stop",
+        }
+        self.members[k].update(
+            status=status,
+            step=step,
+            reason=summary.get("status/reason") or reasons.get(status),
+            metrics={key: value for key, value in summary.items() if isinstance(value, int | float | str)},
+        )
+
+    def alive(self) -> int:
+        return sum(member["status"] == "running" for member in self.members)
+
+    def finish(self) -> dict[str, Any]:
+        """The population's summary (written into population.json): members by status, and the mean, median, min
+        and max over members of each member's last evaluation."""
+        returns = [m["metrics"].get("eval/mean_return") for m in self.members]
+        returns = [value for value in returns if _number(value)]
+        summary: dict[str, Any] = {"members": len(self.members)}
+        for status in ENDED:
+            summary[f"members/{status}"] = sum(m["status"] == status for m in self.members)
+        if returns:
+            summary.update(
+                {
+                    "eval/mean_return": statistics.fmean(returns),
+                    "eval/median_return": statistics.median(returns),
+                    "eval/min_return": min(returns),
+                    "eval/max_return": max(returns),
+                }
+            )
+        self.summary = summary
+        self.write()
+        return summary
+
+    def write(self) -> None:
+        document = {"name": self.name, "kind": self.kind, "members": self.members, "summary": self.summary}
+        io.atomic_write_text(self.path, json.dumps(document, indent=2))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class MemberTracker:
+    """One member's tracker as the trainer sees it: the inner tracker (LocalTracker, or the factory's), which also
+    feeds the progress line, and which is closed as soon as the member ends, its status recorded in
+    population.json."""
+
+    def __init__(self, inner, index: int, record: Record, progress: _Progress | None):
+        self.inner, self.index, self.record, self.progress = inner, index, record, progress
+        self.closed = False
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.inner.log(metrics, step)
+        latest = self.record.latest[self.index]
+        latest.update({key: value for key, value in metrics.items() if _number(value)}, step=step)
+        if self.progress is not None:
+            self.progress.update()
+
+    def image(self, *args, **kwargs):
+        return self.inner.image(*args, **kwargs)
+
+    def video(self, *args, **kwargs):
+        return self.inner.video(*args, **kwargs)
+
+    def checkpoint(self, *args, **kwargs):
+        return self.inner.checkpoint(*args, **kwargs)
+
+    def should_stop(self) -> bool:
+        return self.inner.should_stop()
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        """The member's summary; one that names a status (the member ended) closes its tracker now."""
+        self.inner.summary(metrics)
+        if metrics.get("status") in ENDED:
+            self.record.ended(self.index, metrics)
+            self.record.write()
+            self.close(failed=metrics["status"] == "diverged")
+            if self.progress is not None:
+                self.progress.update()
+
+    def close(self, failed: bool = False) -> None:
+        if not self.closed:
+            self.closed = True
+            self.inner.close(failed=failed)
+
+
+class _Ended:
+    """The tracker of a member that had ended before a resume: the trainer never calls it."""
+
+    def log(self, metrics, step):  # pragma: no cover - never called
+        raise AssertionError("a member that had ended does not train")
+
+    image = video = checkpoint = summary = log
+
+    def should_stop(self) -> bool:
+        return True
+
+
+_ENDED = _Ended()
+
+
+class _Progress:
+    """The population's progress line: members alive, env steps per second summed over members, and the best and
+    median of the members' latest episodic returns."""
+
+    def __init__(self, record: Record, total_steps: int):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.record = record
+        self._bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[alive]} alive"),
+            TextColumn("{task.fields[sps]} steps/s"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[returns]}"),
+            transient=False,
+        )
+        size = len(record.members)
+        self._task = self._bar.add_task("train", total=size * total_steps, alive=f"{size}/{size}", sps="-", returns="")
+        self._start = time.perf_counter()
+        self._first: dict[int, int] = {}  # member -> the first step it logged in this process
+        self._last = 0.0
+        self._bar.start()
+
+    def update(self) -> None:
+        now = time.perf_counter()
+        if now - self._last < 0.2:  # the bar redraws a few times a second; logging is more frequent
+            return
+        self._last = now
+        self._bar.update(self._task, **self.fields(now - self._start))
+
+    def fields(self, elapsed: float) -> dict[str, Any]:
+        """What the line shows after `elapsed` seconds: steps of all members, members alive, steps/s summed over
+        members, and the best and median of the members' latest episodic returns."""
+        record = self.record
+        steps = [latest.get("step", 0) for latest in record.latest]
+        for k, latest in enumerate(record.latest):  # a resumed member counts from its first step logged here
+            if "step" in latest:
+                self._first.setdefault(k, latest["step"])
+        sps = sum(steps[k] - first for k, first in self._first.items())
+        returns = [latest["charts/episodic_return"] for latest in record.latest if "charts/episodic_return" in latest]
+        return {
+            "completed": sum(steps),
+            "alive": f"{record.alive()}/{len(record.members)}",
+            "sps": f"{sps / elapsed:,.0f}" if elapsed > 0 else "-",
+            "returns": f"return best={max(returns):.4g} median={statistics.median(returns):.4g}" if returns else "",
+        }
+
+    def close(self) -> None:
+        self._last = 0.0
+        self.update()
+        self._bar.stop()

@@ -1,0 +1,67 @@
+"""The member axis's parts on their own: a `Members` network's per-member state, and `MemberAdam`'s checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from agents.members import MemberAdam, adam_template
+from networks.batched import Members
+from networks.errors import CheckpointError
+
+
+def mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def test_member_state_round_trips_in_the_single_modules_layout():
+    nets = [mlp(seed) for seed in range(3)]
+    together = Members(nets)
+    for k, net in enumerate(nets):
+        state = together.member_state(k)
+        assert list(state) == list(net.state_dict())
+        for key, value in net.state_dict().items():
+            assert torch.equal(state[key], value), key
+    x = torch.randn(3, 5, 4)
+    out = together(x)
+    for k, net in enumerate(nets):
+        assert torch.equal(out[k], net(x[k]))
+        assert torch.equal(together.member_module(k)(x[k]), net(x[k]))
+    together.load_member_state(1, mlp(7).state_dict())  # member 1 only takes the new weights
+    for key, value in mlp(7).state_dict().items():
+        assert torch.equal(together.member_state(1)[key], value)
+    for k in (0, 2):
+        for key, value in nets[k].state_dict().items():
+            assert torch.equal(together.member_state(k)[key], value)
+
+
+def adam(nets: Members) -> MemberAdam:
+    optimizer = MemberAdam(list(nets.parameters()), np.array([1e-3, 2e-3]), np.array([10.0, 10.0]))
+    optimizer.template = adam_template(nets.template)
+    return optimizer
+
+
+def test_member_adam_state_round_trips_and_refuses_a_state_that_does_not_fit():
+    nets = Members([mlp(0), mlp(1)])
+    optimizer = adam(nets)
+    nets(torch.randn(2, 5, 4)).square().sum().backward()
+    optimizer.step()
+    state = optimizer.member_state_dict(1)
+    assert len(state["state"]) == 4 and float(state["state"][0]["step"]) == 1.0
+    other = adam(Members([mlp(2), mlp(3)]))
+    other.load_member_state_dict(0, state)
+    assert float(other.steps[0]) == 1.0 and float(other.steps[1]) == 0.0
+    for i in range(4):
+        assert torch.equal(other.exp_avg[i][0], optimizer.exp_avg[i][1])
+        assert not other.exp_avg[i][1].any()  # member 1 untouched
+    assert other.lr.tolist() == [1e-3, 2e-3]  # the config's rates, as a single run's resume keeps its own
+    small = {i: dict(entry) for i, entry in state["state"].items()}
+    small[0]["exp_avg"] = small[0]["exp_avg"][:1]  # (1, 4) would broadcast into (8, 4)
+    with pytest.raises(CheckpointError, match=r"state\[0\]\.exp_avg has shape \(1, 4\)"):
+        other.load_member_state_dict(0, {**state, "state": small})
+    fewer = {i: entry for i, entry in state["state"].items() if i < 3}
+    with pytest.raises(CheckpointError, match="3 parameters' state, not 4"):
+        other.load_member_state_dict(0, {**state, "state": fewer})
