@@ -69,6 +69,7 @@ class Config:
     learning_rate: float = field(default=1e-4, metadata={"gt": 0})
     learning_rate_final: float | None = field(default=None, metadata={"ge": 0})  # linear decay to this (zoo's lin_)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)  # torch.optim options (offpolicy.OPTIMIZER_OPTIONS)
     loss: Literal["huber", "mse"] = "huber"  # huber = smooth L1, SB3's and the Nature paper's
     compile: bool = False  # dlforge: the update step as one compiled graph (agents/fastpath.py); long runs
     buffer_size: int = field(default=1_000_000, metadata={"ge": 1})
@@ -109,6 +110,7 @@ class Config:
                 f"must be <= exploration_initial_eps "
                 f"({self.exploration_initial_eps}), got {self.exploration_final_eps}",
             )
+        offpolicy.check_optimizer_kwargs(self.optimizer, self.optimizer_kwargs)
         if self.compile and self.optimizer != "adam":
             raise ConfigError("compile", f"compiles the Adam update only; set optimizer: adam (got {self.optimizer})")
         if self.compact_replay and self.prioritized.enabled:

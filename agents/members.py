@@ -70,7 +70,9 @@ def setup(
     rng = seed_everything(config.seed)  # Python's, NumPy's and torch's global streams, as a single run seeds them
     runs = []
     for member, member_tracker, tree, done in zip(found, trackers, trees, ended):
-        member_config = population.member_config(config, member) if config.population is not None else config
+        member_config = (
+            population.member_config(config, member) if getattr(config, "population", None) is not None else config
+        )
         alone = len(found) == 1
         runs.append(
             MemberRun(

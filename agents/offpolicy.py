@@ -60,7 +60,7 @@ from agents.schedules import Schedules, crossed
 from envs.evaluation import Policy, record_episode, run_episodes
 from envs.members import MemberEnvs
 from networks import io
-from networks.errors import CheckpointError, TrainingDiverged
+from networks.errors import CheckpointError, ConfigError, TrainingDiverged
 from networks.interfaces import Tracker
 from networks.runtime import resolve_device
 
@@ -86,7 +86,7 @@ class Learner(Protocol):
     optimizer (torch's for a single run, MemberAdam for a population), and its training phase."""
 
     q_net: nn.Module
-    target_net: nn.Module
+    target_net: nn.Module | None  # None for an agent without one (pqn): its checkpoints hold no target_net
     optimizer: torch.optim.Optimizer | MemberAdam
     meter: LossMeter
 
@@ -112,12 +112,51 @@ def make_eval_env(config) -> gym.vector.VectorEnv:
     return make_env(config, min(config.eval_episodes, MAX_EVAL_ENVS), config.seed, vectorization="sync")
 
 
+# The torch.optim options that `optimizer_kwargs` may set, per optimizer (the compiled Adam update reads these two).
+OPTIMIZER_OPTIONS = {
+    "adam": ("betas", "eps"),
+    "rmsprop": ("alpha", "eps", "momentum", "centered"),
+    "sgd": ("momentum", "nesterov"),
+}
+
+
 def make_optimizer(config, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    """`config.optimizer` at `config.learning_rate`, with torch's defaults unless `config.optimizer_kwargs` sets
+    one of OPTIMIZER_OPTIONS (checked by `check_optimizer_kwargs`)."""
+    options = dict(config.optimizer_kwargs)
+    if "betas" in options:
+        options["betas"] = tuple(options["betas"])
     if config.optimizer == "adam":  # the fused kernel: one call updates every parameter
-        return torch.optim.Adam(params, lr=config.learning_rate, fused=True)
+        return torch.optim.Adam(params, lr=config.learning_rate, fused=True, **options)
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.learning_rate, foreach=True)
-    return torch.optim.SGD(params, lr=config.learning_rate, foreach=True)
+        return torch.optim.RMSprop(params, lr=config.learning_rate, foreach=True, **options)
+    return torch.optim.SGD(params, lr=config.learning_rate, foreach=True, **options)
+
+
+def check_optimizer_kwargs(optimizer: str, options: dict[str, Any]) -> None:
+    """ConfigError naming `optimizer_kwargs.<key>` for an option `optimizer` lacks or a value torch would refuse."""
+    allowed = OPTIMIZER_OPTIONS[optimizer]
+    for key, value in options.items():
+        where = f"optimizer_kwargs.{key}"
+        if key not in allowed:
+            raise ConfigError(where, f"not an option of {optimizer}; allowed: {', '.join(allowed)}")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in ("centered", "nesterov") and not isinstance(value, bool):
+            raise ConfigError(where, f"must be true or false, got {value!r}")
+        if key == "betas" and not (
+            isinstance(value, list | tuple) and len(value) == 2 and all(_fraction(b) for b in value)
+        ):
+            raise ConfigError(where, f"must be two numbers in [0, 1), got {value!r}")
+        if key == "eps" and not (number and value > 0):
+            raise ConfigError(where, f"must be a number > 0, got {value!r}")
+        if key in ("alpha", "momentum") and not _fraction(value):
+            raise ConfigError(where, f"must be a number in [0, 1), got {value!r}")
+    if options.get("nesterov") and not options.get("momentum", 0) > 0:
+        raise ConfigError("optimizer_kwargs.nesterov", "needs momentum > 0")
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1
 
 
 def replay_options(config, device: torch.device) -> dict[str, Any]:
@@ -548,29 +587,33 @@ def _diverged(config, book: Bookkeeping, member: MemberRun) -> None:
 
 def snapshot_member(learner: Learner, member: MemberRun, counters: Counters, replay: Replay | None = None) -> dict:
     """Member k's checkpoint tree in its single run's layout (a single run's is member 0's): its network, target
-    network and optimizer state, its counters and random streams, and its replay when asked."""
+    network (when the learner has one) and optimizer state, its counters and random streams, and its replay when
+    asked."""
     k = member.index
     optimizer = learner.optimizer
-    tree = {
-        "q_net": learner.q_net.member_state(k),
-        "target_net": learner.target_net.member_state(k),
-        "optimizer": optimizer.member_state_dict(k) if isinstance(optimizer, MemberAdam) else optimizer.state_dict(),
-        "counters": asdict(counters),
-        "rng": member.rng_tree(),
-    }
+    tree = {"q_net": learner.q_net.member_state(k)}
+    if learner.target_net is not None:  # an agent without one (pqn) checkpoints none
+        tree["target_net"] = learner.target_net.member_state(k)
+    tree.update(
+        optimizer=optimizer.member_state_dict(k) if isinstance(optimizer, MemberAdam) else optimizer.state_dict(),
+        counters=asdict(counters),
+        rng=member.rng_tree(),
+    )
     if replay is not None:
         tree["replay"] = replay.state_dict(k)
     return tree
 
 
-def restore_member(member: MemberRun, learner: Learner, replay: Replay, kind: str) -> Counters:
+def restore_member(member: MemberRun, learner: Learner, replay: Replay | None, kind: str) -> Counters:
     """Undo `snapshot_member` from `member.resume`; returns its counters. CheckpointError when the tree does not fit
     (it is checked against a single run's network of the same config)."""
     tree, k = member.resume, member.index
-    missing = [key for key in ("q_net", "target_net", "optimizer", "counters", "rng") if key not in tree]
+    nets = {"q_net": learner.q_net, "target_net": learner.target_net}
+    nets = {name: net for name, net in nets.items() if net is not None}
+    missing = [key for key in (*nets, "optimizer", "counters", "rng") if key not in tree]
     if missing:
         raise CheckpointError(f"checkpoint lacks {missing} (is it a {kind} run?)")
-    for name, net in (("q_net", learner.q_net), ("target_net", learner.target_net)):
+    for name, net in nets.items():
         io.load_module_state(net.template, tree[name], name)  # keys and shapes checked on a single member's module
         net.load_member_state(k, tree[name])
     if isinstance(learner.optimizer, MemberAdam):
@@ -582,7 +625,7 @@ def restore_member(member: MemberRun, learner: Learner, replay: Replay, kind: st
     except TypeError as e:
         raise CheckpointError(f"counters: {e}") from None
     member.restore_rng(tree["rng"])
-    if "replay" in tree:
+    if "replay" in tree and replay is not None:
         replay.load_state_dict(tree["replay"], k)
     return counters
 

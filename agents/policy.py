@@ -6,7 +6,7 @@
 
 `run_dir` is any folder with a config.yaml and checkpoints/ (a run folder, or a downloaded W&B model artifact); a
 network started from another run's encoder is built from the copy the folder keeps in pretrained/.
-dqn and qlearning policies have no state (`state` comes back None); drqn carries its LSTM/GRU state: pass back
+dqn, pqn and qlearning policies have no state (`state` comes back None); drqn carries its LSTM/GRU state: pass back
 the state `predict` returned, with `episode_start` true where an episode begins (SB3's RecurrentPPO convention).
 An observation of the wrong shape is refused with a one-line ConfigError (a ValueError).
 """
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import envs
-from agents import dqn, drqn, qlearning
+from agents import dqn, drqn, pqn, qlearning
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
 from networks.export_graph import ExportGraph
@@ -145,6 +145,13 @@ class DQNPolicy(NetworkPolicy):
         return ExportGraph(module, {"obs": self.example_obs()}, ["action", "q_values"], {"obs": 0})
 
 
+class PQNPolicy(DQNPolicy):
+    """A PQN run acts as a DQN one: a feed-forward Q-network, greedy on its Q-values."""
+
+    kind = "pqn"
+    build_q_network = staticmethod(pqn.build_q_network)
+
+
 class DRQNPolicy(NetworkPolicy):
     kind = "drqn"
     build_q_network = staticmethod(drqn.build_q_network)
@@ -249,6 +256,7 @@ POLICIES: dict[str, tuple[type, type[Policy]]] = {
     "dqn": (dqn.Config, DQNPolicy),
     "drqn": (drqn.Config, DRQNPolicy),
     "qlearning": (qlearning.Config, TabularPolicy),
+    "pqn": (pqn.Config, PQNPolicy),
 }
 
 

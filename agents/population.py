@@ -92,6 +92,10 @@ def check(config) -> None:
         raise ConfigError(
             "optimizer", f"a population trains with adam (per-member learning rates), got {config.optimizer}"
         )
+    if getattr(config, "optimizer_kwargs", None):
+        raise ConfigError(
+            "optimizer_kwargs", "a population's Adam takes torch's defaults; leave optimizer_kwargs empty"
+        )
     _check_network(config.network, "network")
     for member in members(config):
         member_config(config, member)

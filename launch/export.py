@@ -37,7 +37,7 @@ from networks.run_folder import read_run_config
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "hub": ""}
 EXTRA = "pip install 'dlforge[export]'"
 NEEDS = {"onnx": ("onnx", "onnxruntime", "onnxscript"), "hub": ("onnx", "onnxruntime", "onnxscript", "huggingface_hub")}
-AGENT_KINDS = ("dqn", "drqn", "qlearning")
+AGENT_KINDS = ("dqn", "drqn", "qlearning", "pqn")
 GENERATOR_KINDS = ("gan", "dcgan", "vae", "ae")
 
 

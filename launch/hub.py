@@ -34,6 +34,7 @@ ALGORITHMS = {  # kind -> (display name, the Hub tag for the algorithm)
     "dqn": ("DQN", "deep-q-learning"),
     "drqn": ("DRQN", "deep-q-learning"),
     "qlearning": ("Q-learning", "q-learning"),
+    "pqn": ("PQN", "deep-q-learning"),
 }
 
 

@@ -21,6 +21,7 @@ TRAINERS: dict[str, str] = {
     "classify": "generative.classifier",
     "dqn": "agents.dqn",
     "drqn": "agents.drqn",
+    "pqn": "agents.pqn",
     "qlearning": "agents.qlearning",
     "gan": "generative.gan",
     "dcgan": "generative.dcgan",

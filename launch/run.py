@@ -214,7 +214,7 @@ def evaluate_run(
         raise ConfigError(
             "run",
             f"{run_dir} is a '{spec.kind}' run, which has no evaluation; "
-            "eval works on agent runs (dqn, drqn, qlearning)",
+            "eval works on agent runs (dqn, drqn, qlearning, pqn)",
         )
     if trajectories is not None:
         trajectories = _trajectories_path(trajectories)

@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
-from agents import dqn, losses
+from agents import dqn, losses, offpolicy
 from launch.tracking import LocalTracker, load_latest, read_metrics
 from networks.errors import ConfigError, TrainingDiverged
 
@@ -96,6 +97,9 @@ def test_prioritized_dueling_run_and_evaluate_is_reproducible_with_video(tmp_pat
         ({"network": {"type": "cnn", "conv": [[8, 3, 1, "valid"]]}}, "network", ""),
         ({"network": {"type": "lstm", "hidden_size": 8}}, "network.type", "need kind drqn"),
         ({"env_id": "CartPol-v1"}, "env_id", "did you mean 'CartPole-v1'"),
+        ({"optimizer_kwargs": {"alpha": 0.9}}, "optimizer_kwargs.alpha", "not an option of adam; allowed: betas, eps"),
+        ({"optimizer": "rmsprop", "optimizer_kwargs": {"eps": 0}}, "optimizer_kwargs.eps", "must be a number > 0"),
+        ({"optimizer": "sgd", "optimizer_kwargs": {"nesterov": True}}, "optimizer_kwargs.nesterov", "momentum > 0"),
     ],
 )
 def test_bad_input_is_a_config_error_before_any_slow_work(tmp_path, overrides, field, words):
@@ -108,6 +112,18 @@ def test_bad_input_is_a_config_error_before_any_slow_work(tmp_path, overrides, f
     assert error.value.field == field and words in str(error.value)
     assert read_metrics(tmp_path / "metrics.jsonl") == []  # nothing ran
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_optimizer_kwargs_build_the_minatar_papers_centered_rmsprop():
+    options = {"alpha": 0.95, "eps": 0.01, "momentum": 0.95, "centered": True}  # MinAtar's examples/dqn.py
+    config = tiny(optimizer="rmsprop", optimizer_kwargs=options)
+    config.validate()
+    params, cpu = [torch.nn.Parameter(torch.zeros(2))], torch.device("cpu")
+    optimizer = offpolicy.make_optimizer(config, params, cpu)
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    assert {key: optimizer.param_groups[0][key] for key in options} == options
+    adam = offpolicy.make_optimizer(tiny(optimizer_kwargs={"betas": [0.5, 0.9]}), params, cpu)
+    assert adam.param_groups[0]["betas"] == (0.5, 0.9)  # a YAML list becomes torch's tuple
 
 
 def nan_after(calls: int, monkeypatch):

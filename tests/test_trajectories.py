@@ -64,8 +64,8 @@ def test_a_dqn_runs_episodes_train_a_sequence_autoencoder(tmp_path, capsys):
     assert np.isfinite(summary["eval/mse"])
 
 
-@pytest.mark.parametrize("name", ["novel-drqn", "frozenlake-q"])
-def test_drqn_and_qlearning_runs_save_trajectories(name, tmp_path):
+@pytest.mark.parametrize("name", ["novel-drqn", "frozenlake-q", "cartpole-pqn"])
+def test_drqn_qlearning_and_pqn_runs_save_trajectories(name, tmp_path):
     run_dir = shutil.copytree(tiny_run(name), tmp_path / name)  # eval writes eval.json: not into the shared run
     path = tmp_path / "steps.npz"
     assert main(["eval", str(run_dir), "--episodes", "3", "--save-trajectories", str(path)]) == 0

@@ -32,6 +32,11 @@ TINY = {
         ["total_steps=600", "num_envs=2", "learning_starts=200", "buffer_size=2000", "batch_size=8"]
         + ["eval_every=600", "eval_episodes=2", "checkpoint_every=600"],
     ),
+    # a PQN run: the same MLP kind of policy, from a rollout learner without a target network
+    "cartpole-pqn": (
+        "configs/pqn/cartpole.yaml",
+        ["total_steps=1000", "eval_every=500", "eval_episodes=2", "checkpoint_every=500", "stop_at_return=null"],
+    ),
     # a Q-table on FrozenLake
     "frozenlake-q": ("configs/qlearning/frozenlake.yaml", ["total_steps=3000", "eval_episodes=10"]),
     # generative kinds on the 8x8 digits

@@ -63,6 +63,12 @@ IMPOSSIBLE: dict[str, list[tuple[list[str], str]]] = {
         (["exploration_initial_eps=0.01"], "exploration_final_eps"),
     ],
     "drqn": [(["env_id=FrozenLake-v1"], "env_id"), (["env_id=CartPol-v1"], "did you mean 'CartPole-v1'")],
+    "pqn": [
+        (["num_minibatches=7"], "num_minibatches: must divide num_envs x num_steps"),
+        (["env_id=Pendulum-v1"], "env_id"),
+        (["network={type: lstm, hidden_size: 8}"], "network"),
+        (["exploration_initial_eps=0.01"], "exploration_final_eps"),
+    ],
     "qlearning": [
         (["env_id=CartPole-v1"], "env_id"),
         (["exploration_initial_eps=0.01"], "exploration_final_eps"),
@@ -161,6 +167,7 @@ MISMATCH = {
     "classify": "network={type: mlp, hidden: [8]}",
     "dqn": "network={type: mlp, hidden: [8]}",
     "drqn": "network={type: gru, hidden_size: 8}",
+    "pqn": "network={type: mlp, hidden: [8], norm: layer}",
     "qlearning": "env_id=FrozenLake8x8-v1",
     "gan": "generator={type: mlp, hidden: [8]}",
     "dcgan": "ngf=16",

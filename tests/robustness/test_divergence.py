@@ -26,6 +26,7 @@ from networks.errors import TrainingDiverged
 DIVERGE = {
     "dqn": ["learning_rate=1e30"],
     "drqn": ["learning_rate=1e30", "loss=mse"],
+    "pqn": ["learning_rate=1e30"],
     "classify": ["lr=1e30"],
     "gan": ["lr_d=1e30", "lr_g=1e30"],
     "dcgan": ["lr_d=1e30", "lr_g=1e30"],
