@@ -156,7 +156,9 @@ class Linear(nn.Module):
     machine's CPU: a 1-wide output, such as a dueling head's value, and tiny products, such as acting on one env).
     `exact`: for each input shape (checked once, on random numbers: `exact_batched`), the first of two batched
     forms that gives each member bit for bit what nn.Linear gives it, forward and backward (x W^T, or (W x^T)^T,
-    which matched a 1-wide output at training batch sizes); else one `F.linear` per member."""
+    which matched a 1-wide output at training batch sizes); else one `F.linear` per member (acting on one env). CPU
+    time of 64 members of configs/dqn/cartpole.yaml for 2,000 steps: 32 s by default, 40 s exact, 59 s exact with
+    the per-member loop wherever x W^T was not exact (16 members: 10.3, 10.8 and 12.4 s)."""
 
     def __init__(self, members: list[nn.Linear], exact: bool = False):
         super().__init__()
