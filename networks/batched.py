@@ -165,50 +165,45 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in members]))
         self.bias = None if members[0].bias is None else nn.Parameter(torch.stack([m.bias.detach() for m in members]))
         self.exact = exact
-        self.kernels: dict[tuple, Callable | None] = {}  # exact: input shape -> the exact batched form, or None
+        self.transposed: dict[tuple, bool | None] = {}  # exact: input shape -> the exact batched form, or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.exact or x.device.type != "cpu":
             return _batched_linear(x, self.weight, self.bias)
         shape = tuple(x.shape)
-        if shape not in self.kernels:
-            forms = (_batched_linear, _batched_linear_transposed)
-            self.kernels[shape] = next((f for f in forms if exact_batched(f, shape, self.weight, self.bias)), None)
-        kernel = self.kernels[shape]
-        if kernel is not None:
-            return kernel(x, self.weight, self.bias)
+        if shape not in self.transposed:
+            forms = (False, True)
+            self.transposed[shape] = next((t for t in forms if exact_batched(shape, self.weight, self.bias, t)), None)
+        transposed = self.transposed[shape]
+        if transposed is not None:
+            return _batched_linear(x, self.weight, self.bias, transposed)
         weights, biases = self.weight.unbind(0), [None] * len(x) if self.bias is None else self.bias.unbind(0)
         return torch.stack([nn.functional.linear(x[k], weights[k], biases[k]) for k in range(len(x))])
 
 
-def _batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _batched_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool = False
+) -> torch.Tensor:
+    """x W^T + b for every member in one call; `transposed`: as (W x^T + b)^T, the same maths on another BLAS kernel."""
     flat = x.flatten(1, -2) if x.dim() > 3 else x  # (P, N, in)
-    if bias is None:
-        out = torch.bmm(flat, weight.transpose(1, 2))
-    else:
-        out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))  # (P, N, out)
-    return out.view(*x.shape[:-1], out.shape[-1])
+    if transposed:  # (P, out, in) @ (P, in, N) -> (P, out, N)
+        left, right, bias = weight, flat.transpose(1, 2), None if bias is None else bias.unsqueeze(2)
+    else:  # (P, N, in) @ (P, in, out) -> (P, N, out)
+        left, right, bias = flat, weight.transpose(1, 2), None if bias is None else bias.unsqueeze(1)
+    out = torch.bmm(left, right) if bias is None else torch.baddbmm(bias, left, right)
+    out = out.transpose(1, 2) if transposed else out  # (P, N, out)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def _batched_linear_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`_batched_linear` as (W x^T)^T: the same maths, another BLAS kernel."""
-    flat = x.flatten(1, -2) if x.dim() > 3 else x  # (P, N, in)
-    if bias is None:
-        out = torch.bmm(weight, flat.transpose(1, 2))
-    else:
-        out = torch.baddbmm(bias.unsqueeze(2), weight, flat.transpose(1, 2))  # (P, out, N)
-    return out.transpose(1, 2).reshape(*x.shape[:-1], out.shape[1])
-
-
-def exact_batched(form: Callable, shape: tuple, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether `form` (a batched linear) on inputs of `shape` gives each member exactly F.linear's output and
-    gradients (checked on random numbers of that shape: the kernel BLAS runs depends on shapes, not values)."""
+def exact_batched(shape: tuple, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool = False) -> bool:
+    """Whether `_batched_linear` (`transposed` or not) on inputs of `shape` gives each member exactly F.linear's
+    output and gradients (checked on random numbers of that shape: BLAS picks its kernel by shapes, not values)."""
     with torch.inference_mode(False), torch.enable_grad():
         generator = torch.Generator().manual_seed(0)
         tensors = [torch.randn(shape, generator=generator), torch.randn(weight.shape, generator=generator)]
         tensors.append(None if bias is None else torch.randn(bias.shape, generator=generator))
         x, w, b = (None if t is None else t.requires_grad_() for t in tensors)
-        out = form(x, w, b)
+        out = _batched_linear(x, w, b, transposed)
         grad = torch.randn(out.shape, generator=generator)
         out.backward(grad)
         for k in range(shape[0]):
