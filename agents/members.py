@@ -38,6 +38,7 @@ class MemberRun:
     generator: torch.Generator  # uniform replay sampling (torch's default generator for a population of one)
     resume: dict | None = None  # the member's checkpoint tree, in the single-run layout
     finished: bool = False  # the member ended before this resume (done, solved, stopped, diverged): it does not train
+    exact: bool = False  # the population's `exact:`: its network bit for bit each member's single run's
 
     def rng_tree(self) -> dict:
         """The RNG states a member's checkpoint holds (the single run's layout: its torch stream under 'torch')."""
@@ -84,6 +85,7 @@ def setup(
                 torch.default_generator if alone else torch.Generator().manual_seed(member.seed),
                 tree,
                 done,
+                population.exact(config),
             )
         )
     return device, runs
@@ -91,7 +93,8 @@ def setup(
 
 def network(members: list[MemberRun], build: Callable[[Any], nn.Module], containers: tuple[type, ...]) -> Members:
     """Every member's network, each built as its single run builds it (under its seed, so each starts from its single
-    run's weights and leaves its torch stream where the single run's is), as one `Members` network."""
+    run's weights and leaves its torch stream where the single run's is), as one `Members` network, bit for bit
+    each member's single run's if the population asked for it (`exact`)."""
     if len(members) == 1:  # the single run's own global stream, seeded by `setup`
         return Members([build(members[0].config)])
     modules = []
@@ -100,7 +103,7 @@ def network(members: list[MemberRun], build: Callable[[Any], nn.Module], contain
             torch.set_rng_state(member.generator.get_state())
             modules.append(build(member.config))
             member.generator.set_state(torch.get_rng_state())
-    return Members(modules, containers)
+    return Members(modules, containers, members[0].exact)
 
 
 def per_member(members: list[MemberRun], name: str) -> np.ndarray:

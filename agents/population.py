@@ -3,12 +3,18 @@ network in one process.
 
     population: {seeds: [0, 1, 2, 3]}                        # or {size: 4}: seeds seed .. seed + 3
     population: {size: 4, learning_rate: [1e-3, 3e-3, 1e-2, 3e-2], prioritized: {alpha: [0.4, 0.5, 0.6, 0.7]}}
+    population: {size: 4, exact: true}                       # members bit for bit their single runs (slower)
 
 Each member is exactly the run its equivalent single-run config describes (`member_config`: the config without
-`population`, with the member's seed and hyperparameters): the same transitions, losses and parameters, to float
-tolerance (tests/test_population.py). Only the scalar hyperparameters that enter the maths as numbers (VARYING) may
-differ between members; a field that changes shapes or control flow (network, batch_size, buffer_size, train_freq,
-n_step, env_id, ...) is shared. A config without `population` is a population of one: the ordinary run.
+`population`, with the member's seed and hyperparameters): the same losses and parameters, to float tolerance
+(tests/test_population.py). Only the scalar hyperparameters that enter the maths as numbers (VARYING) may differ
+between members; a field that changes shapes or control flow (network, batch_size, buffer_size, train_freq, n_step,
+env_id, ...) is shared. A config without `population` is a population of one: the ordinary run.
+
+The batched network's products may round differently from a single run's (networks/batched.py), so where two of a
+member's Q-values nearly tie it may, after many updates, take another action than its single run and go on from
+there. `exact: true` keeps every member bit for bit its single run on a CPU (the same transitions and decisions), at
+a cost in speed (networks/batched.py `Linear`: 64 CartPole members took 1.2x the default's CPU time).
 
 Checked once, at the edge (`check`, from the trainer config's `validate`): one line naming the field and what is
 allowed. Populations also refuse what they do not support: `compile: true` and `compact_replay` (fast paths of a
@@ -40,7 +46,7 @@ VARYING = (
     "prioritized.alpha",
     "prioritized.beta0",
 )
-KEYS = ("seeds", "size", *dict.fromkeys(name.split(".")[0] for name in VARYING))
+KEYS = ("seeds", "size", "exact", *dict.fromkeys(name.split(".")[0] for name in VARYING))
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,12 @@ def members(config) -> list[Member]:
     if raw is None:
         return [Member(0, f"seed{config.seed}", config.seed, {})]
     return _parse(raw, config)
+
+
+def exact(config) -> bool:
+    """Whether the population asked for members bit for bit their single runs (`exact: true`); a single run is."""
+    raw = getattr(config, "population", None)
+    return raw is not None and raw.get("exact", False)
 
 
 def member_config(config, member: Member):
@@ -115,6 +127,8 @@ def _parse(raw: Any, config) -> list[Member]:
                 f"for {', '.join(VARYING)}",
             )
         raise ConfigError(f"population.{key}", f"unknown key{did_you_mean(str(key), KEYS)}; allowed: {', '.join(KEYS)}")
+    if not isinstance(raw.get("exact", False), bool):
+        raise ConfigError("population.exact", f"must be true or false, got {raw['exact']!r}")
     seeds = _seeds(raw, config.seed)
     lists = {name: _values(raw, name, len(seeds)) for name in VARYING}
     lists = {name: values for name, values in lists.items() if values is not None}

@@ -13,8 +13,11 @@ How each layer takes the member axis (one CPU thread; benchmarks/README.md, "Pop
   per member with that member's slices of the stacked parameters (torch.func.functional_call). Their one-member
   kernels are already compute-bound on a CPU: grouped convolutions were no faster than the loop, and an LSTM batched
   by hand, step by step, was 2-3x slower than P calls of the fused one.
-Each member's numbers are bit for bit its single run's on a CPU (the loop by construction, Linear checked per shape),
-so a member takes every discrete decision (an action's argmax, a prioritized draw) as its single run does.
+A member's numbers are its single run's to float rounding: BLAS picks its kernel by shape, so a batched product may
+sum in another order than the single one (a dueling head's 1-wide value layer, acting on one env). With
+`exact=True` they are its single run's bit for bit on a CPU (the loop by construction; Linear checked per shape, and
+looped where no batched kernel matches), so a member takes every discrete decision (an action's argmax, a
+prioritized draw) as its single run does, at a cost in speed.
 Refused (ConfigError): batch norm (statistics across the batch) and dropout (random draws members would share).
 Members never mix: every operation is per member, so a reduction of the output per member, summed over members,
 has member k's gradient in member k's parameters only.
@@ -56,12 +59,13 @@ REFUSED = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout2d)
 class Members(nn.Module):
     """P networks of one architecture: input and output tensors carry a leading member axis (P, ...).
     `containers`: module classes whose forward is indifferent to leading dims (e.g. a Q-network that only
-    chains its encoder and head); their children are batched one by one."""
+    chains its encoder and head); their children are batched one by one. `exact`: each member bit for bit its single
+    module on a CPU, at a cost in speed (`Linear`); else to float rounding."""
 
-    def __init__(self, modules: Sequence[nn.Module], containers: tuple[type, ...] = ()):
+    def __init__(self, modules: Sequence[nn.Module], containers: tuple[type, ...] = (), exact: bool = False):
         super().__init__()
         self.size = len(modules)
-        self.net = modules[0] if self.size == 1 else stack(modules, containers)
+        self.net = modules[0] if self.size == 1 else stack(modules, containers, exact)
         # A plain member module, not registered: the network itself for one member, else a scratch copy
         self._plain = [modules[0] if self.size == 1 else copy.deepcopy(modules[0])]
         plain_keys = list(modules[0].state_dict())
@@ -111,21 +115,22 @@ class Members(nn.Module):
         return plain.train(self.training)
 
 
-def stack(modules: Sequence[nn.Module], containers: tuple[type, ...] = ()) -> nn.Module:
-    """One module for P (>= 2) modules of one architecture, with their parameters stacked (P, ...)."""
+def stack(modules: Sequence[nn.Module], containers: tuple[type, ...] = (), exact: bool = False) -> nn.Module:
+    """One module for P (>= 2) modules of one architecture, with their parameters stacked (P, ...); `exact`: Linear
+    layers that give each member bit for bit what nn.Linear gives it."""
     for name, layer in modules[0].named_modules():
         if isinstance(layer, REFUSED):
             what = "dropout" if isinstance(layer, nn.Dropout | nn.Dropout2d) else "batch norm"
             raise ConfigError("network", f"{what} ({name}) cannot be batched across members; populations refuse it")
         if any(not p.requires_grad for p in layer.parameters(recurse=False)):
             raise ConfigError("network", f"frozen parameters ({name}) are not supported with population:")
-    return _stack(modules[0], list(modules), (*CONTAINERS, *containers))
+    return _stack(modules[0], list(modules), (*CONTAINERS, *containers), exact)
 
 
-def _stack(module: nn.Module, members: list[nn.Module], containers: tuple[type, ...]) -> nn.Module:
+def _stack(module: nn.Module, members: list[nn.Module], containers: tuple[type, ...], exact: bool) -> nn.Module:
     own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
     if type(module) is nn.Linear:
-        return Linear(members)
+        return Linear(members, exact)
     if type(module) is nn.Flatten:
         end = module.end_dim if module.end_dim < 0 else module.end_dim + 1
         return nn.Flatten(module.start_dim + 1, end)
@@ -136,7 +141,7 @@ def _stack(module: nn.Module, members: list[nn.Module], containers: tuple[type, 
     if isinstance(module, containers) and not own:
         shell = copy.copy(module)  # the same forward; its children replaced below
         shell._modules = {
-            name: _stack(child, [member.get_submodule(name) for member in members], containers)
+            name: _stack(child, [member.get_submodule(name) for member in members], containers, exact)
             for name, child in module.named_children()
         }
         return shell
@@ -146,45 +151,59 @@ def _stack(module: nn.Module, members: list[nn.Module], containers: tuple[type, 
 class Linear(nn.Module):
     """P Linear layers: x (P, ..., in) -> (P, ..., out); weight (P, out, in) as nn.Linear's, bias (P, out).
 
-    One `baddbmm` for every member where, for the input's shape, it gives each member bit for bit what nn.Linear
-    gives it, forward and backward; else one `F.linear` per member. BLAS picks its kernel by shape, so this is
-    checked once per input shape on random numbers (`exact_batched`): on this machine's CPU, baddbmm matched for
-    every hidden layer, not for a 1-wide output (a dueling head's value) or tiny products (acting on one env)."""
+    One `baddbmm` for every member. BLAS picks its kernel by shape, so for some shapes the batched product sums in
+    another order than nn.Linear's and a member's numbers differ from its single module's by rounding (on this
+    machine's CPU: a 1-wide output, such as a dueling head's value, and tiny products, such as acting on one env).
+    `exact`: for each input shape (checked once, on random numbers: `exact_batched`), the first of two batched
+    forms that gives each member bit for bit what nn.Linear gives it, forward and backward (x W^T, or (W x^T)^T,
+    which matched a 1-wide output at training batch sizes); else one `F.linear` per member (acting on one env). CPU
+    time of 64 members of configs/dqn/cartpole.yaml for 2,000 steps: 32 s by default, 40 s exact, 59 s exact with
+    the per-member loop wherever x W^T was not exact (16 members: 10.3, 10.8 and 12.4 s)."""
 
-    def __init__(self, members: list[nn.Linear]):
+    def __init__(self, members: list[nn.Linear], exact: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in members]))
         self.bias = None if members[0].bias is None else nn.Parameter(torch.stack([m.bias.detach() for m in members]))
-        self.batched: dict[tuple, bool] = {}  # input shape -> whether baddbmm is exact for it
+        self.exact = exact
+        self.transposed: dict[tuple, bool | None] = {}  # exact: input shape -> the exact batched form, or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = tuple(x.shape)
-        if shape not in self.batched:
-            self.batched[shape] = x.device.type != "cpu" or exact_batched(shape, self.weight, self.bias)
-        if self.batched[shape]:
+        if not self.exact or x.device.type != "cpu":
             return _batched_linear(x, self.weight, self.bias)
+        shape = tuple(x.shape)
+        if shape not in self.transposed:
+            forms = (False, True)
+            self.transposed[shape] = next((t for t in forms if exact_batched(shape, self.weight, self.bias, t)), None)
+        transposed = self.transposed[shape]
+        if transposed is not None:
+            return _batched_linear(x, self.weight, self.bias, transposed)
         weights, biases = self.weight.unbind(0), [None] * len(x) if self.bias is None else self.bias.unbind(0)
         return torch.stack([nn.functional.linear(x[k], weights[k], biases[k]) for k in range(len(x))])
 
 
-def _batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _batched_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool = False
+) -> torch.Tensor:
+    """x W^T + b for every member in one call; `transposed`: as (W x^T + b)^T, the same maths on another BLAS kernel."""
     flat = x.flatten(1, -2) if x.dim() > 3 else x  # (P, N, in)
-    if bias is None:
-        out = torch.bmm(flat, weight.transpose(1, 2))
-    else:
-        out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))  # (P, N, out)
-    return out.view(*x.shape[:-1], out.shape[-1])
+    if transposed:  # (P, out, in) @ (P, in, N) -> (P, out, N)
+        left, right, bias = weight, flat.transpose(1, 2), None if bias is None else bias.unsqueeze(2)
+    else:  # (P, N, in) @ (P, in, out) -> (P, N, out)
+        left, right, bias = flat, weight.transpose(1, 2), None if bias is None else bias.unsqueeze(1)
+    out = torch.bmm(left, right) if bias is None else torch.baddbmm(bias, left, right)
+    out = out.transpose(1, 2) if transposed else out  # (P, N, out)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def exact_batched(shape: tuple, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether `_batched_linear` on inputs of `shape` gives each member exactly F.linear's output and gradients
-    (checked on random numbers of that shape: the kernel BLAS runs depends on shapes, not values)."""
+def exact_batched(shape: tuple, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool = False) -> bool:
+    """Whether `_batched_linear` (`transposed` or not) on inputs of `shape` gives each member exactly F.linear's
+    output and gradients (checked on random numbers of that shape: BLAS picks its kernel by shapes, not values)."""
     with torch.inference_mode(False), torch.enable_grad():
         generator = torch.Generator().manual_seed(0)
         tensors = [torch.randn(shape, generator=generator), torch.randn(weight.shape, generator=generator)]
         tensors.append(None if bias is None else torch.randn(bias.shape, generator=generator))
         x, w, b = (None if t is None else t.requires_grad_() for t in tensors)
-        out = _batched_linear(x, w, b)
+        out = _batched_linear(x, w, b, transposed)
         grad = torch.randn(out.shape, generator=generator)
         out.backward(grad)
         for k in range(shape[0]):

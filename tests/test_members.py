@@ -19,7 +19,7 @@ def mlp(seed: int) -> nn.Module:
 
 def test_member_state_round_trips_in_the_single_modules_layout():
     nets = [mlp(seed) for seed in range(3)]
-    together = Members(nets)
+    together = Members(nets, exact=True)
     for k, net in enumerate(nets):
         state = together.member_state(k)
         assert list(state) == list(net.state_dict())
@@ -36,6 +36,35 @@ def test_member_state_round_trips_in_the_single_modules_layout():
     for k in (0, 2):
         for key, value in nets[k].state_dict().items():
             assert torch.equal(together.member_state(k)[key], value)
+
+
+def dueling(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 1))  # a 1-wide output, as a dueling value
+
+
+@pytest.mark.parametrize("rows", [1, 3, 32, 256])
+def test_exact_members_are_their_single_modules_bit_for_bit_and_the_default_to_float_tolerance(rows):
+    nets = [dueling(seed) for seed in range(3)]
+    x = torch.randn(3, rows, 4)
+    grad = torch.randn(3, rows, 1)
+    expected = []
+    for k, net in enumerate(nets):
+        net.zero_grad()
+        out = net(x[k])
+        out.backward(grad[k])
+        expected.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    for exact in (True, False):
+        together = Members(nets, exact=exact)
+        out = together(x)
+        out.backward(grad)
+        for k, (single, grads) in enumerate(expected):
+            pairs = [(out[k].detach(), single), *zip([p.grad[k] for p in together.parameters()], grads)]
+            for mine, theirs in pairs:
+                if exact:
+                    assert torch.equal(mine, theirs)
+                else:
+                    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
 def adam(nets: Members) -> MemberAdam:
