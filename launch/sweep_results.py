@@ -63,7 +63,6 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
             status = json.loads(marker.read_text()).get("status", "done")
         else:  # Ray ended the process before the trial wrote its record (it does so to a stopped trial)
             status = "done" if (metrics.get("step") or 0) >= plan.total_steps else "stopped"
-        finished += status != "unfinished"
         row = {
             "trial": label,
             "status": status,
@@ -76,16 +75,21 @@ def collect_results(plan: SweepPlan, grid) -> SweepOutcome:
         }
         members = plan.members(result.config or {})
         ended = _ended_members(plan.trials_dir / label) if plan.packed else {}
+        trial_rows = []
         for member, params in members:
             if member is None:
-                rows.append({**row, "params": params})
+                trial_rows.append({**row, "params": params})
                 continue
             member_dir = plan.trials_dir / label / MEMBERS / member
             value, step = member_result(member_dir, metric)
-            rows.append(
+            trial_rows.append(
                 {**row, "trial": f"{label}/{member}", metric: value, "step": step, "params": params}
                 | {"run_dir": str(member_dir), "status": ended.get(member, status)}
             )
+        # a trial is finished when each of its rows is: a packed trial whose members all ended (population.json) is,
+        # even when Tune's last result from a resumed driver lacks `done`
+        finished += all(r["status"] != "unfinished" for r in trial_rows)
+        rows.extend(trial_rows)
     rows.sort(key=lambda r: r["trial"])
     points = rank_points(rows, plan)
     best = write_best(plan, points[0]) if points and points[0]["mean"] is not None else None

@@ -165,8 +165,9 @@ def test_kill_9_of_the_sweep_driver_then_resume(tmp_path):
     assert report.results_rows == report.trials == 4
     assert report.finished_before_a_kill >= 1 and report.kept == report.finished_before_a_kill
     trials = tmp_path / "runs" / "sweeps" / "chaos-sweep" / "trials"
-    for label, (logged, checkpoint) in kill.running.items():  # continued from the checkpoint, not from 0
+    for label, (logged, checkpoint) in kill.running.items():  # continued from its checkpoint (0: it had none yet)
         record = json.loads((trials / label / "trial.json").read_text())
-        assert record["start_step"] == checkpoint and checkpoint > 0, (label, logged, checkpoint, record)
+        assert record["start_step"] == (checkpoint or 0), (label, logged, checkpoint, record)
+    assert any(checkpoint for _, checkpoint in kill.running.values()), kill.running  # one continued mid-way
     assert not report.duplicates and not report.missing
     assert report.wandb_complete == 4, report.wandb_problems
