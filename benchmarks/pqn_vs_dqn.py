@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import dqn_vs_sb3  # noqa: E402  (its in-memory tracker)
+
 EVAL_SEED = 1_000_000
 FINAL_EPISODES = 20
 AGENTS = ("dqn", "pqn")
@@ -43,32 +47,19 @@ PQN_MINATAR = "configs/pqn/minatar-breakout.yaml"  # one PQN config for both gam
 # --- worker: one training run in its own process ----------------------------------------------------------
 
 
-class BenchTracker:
-    """The tracker API a trainer needs, in memory: metrics with the training time at which each was logged, the
-    newest checkpoint tree, and a stop once `budget` seconds of training (evaluations left out) have passed."""
+class BenchTracker(dqn_vs_sb3.MemoryTracker):
+    """dqn_vs_sb3's in-memory tracker, whose records also hold the training time at which each was logged, and
+    which stops once `budget` seconds of training (evaluations left out) have passed."""
 
     def __init__(self, clock, budget: float | None):
+        super().__init__()
         self.clock, self.budget = clock, budget
-        self.records, self.last_tree = [], None
 
     def log(self, metrics, step):
         self.records.append({"step": step, "seconds": self.clock(), **metrics})
 
-    def checkpoint(self, tree, step, *, best=False, metric=None):
-        if not best:
-            self.last_tree = tree
-
     def should_stop(self):
         return self.budget is not None and self.clock() >= self.budget
-
-    def summary(self, metrics):
-        pass
-
-    def image(self, *args, **kwargs):
-        pass
-
-    def video(self, *args, **kwargs):
-        pass
 
 
 def worker(job: dict) -> dict:
