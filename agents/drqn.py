@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 import networks
-from agents import dqn, losses, offpolicy
+from agents import dqn, evaluation, learning, losses, offpolicy
 from agents.episode_replay import EpisodeReplay, SequenceBatch
+from agents.evaluation import EVAL_SEED_OFFSET
 from agents.members import network, setup
-from agents.offpolicy import EVAL_SEED_OFFSET, make_env  # noqa: F401 (drqn.make_env)
 from agents.replay import PerMember
 from networks.batched import Members
 from networks.errors import ConfigError
@@ -202,7 +202,7 @@ class Learner:
     def __init__(self, config: Config, q_net: Members | nn.Module, device: torch.device, members: list | None = None):
         q_net = q_net if isinstance(q_net, Members) else Members([q_net])  # a plain module: a single run
         self.config, self.q_net, self.members = config, q_net, q_net.size
-        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(
+        self.target_net, self.params, self.optimizer, self.meter = learning.learning_state(
             config, q_net, device, members
         )
         self.skipped = np.zeros(self.members, dtype=np.int64)
@@ -229,7 +229,7 @@ class Learner:
             self.skipped += active & ~changed
         if not changed.any():
             return
-        offpolicy.member_step(self, loss, self.config.max_grad_norm, None if changed.all() else changed)
+        learning.member_step(self, loss, self.config.max_grad_norm, None if changed.all() else changed)
         if self.config.prioritized.enabled:
             errors = q_taken.detach() - targets
             for k in np.flatnonzero(changed):
@@ -292,14 +292,14 @@ def train(config: Config, tracker, *, resume=None, finished=None) -> dict[str, f
         episode_start = np.where(stepping[:, None], ~valid, episode_start)
         return next_obs, terminated | truncated, infos
 
-    def evaluation(k: int, eval_env: gym.vector.VectorEnv) -> dict:
+    def evaluate_member(k: int, eval_env: gym.vector.VectorEnv) -> dict:
         policy = RecurrentGreedy(q_net.member_module(k), device)  # fresh states
         seed = members[k].config.seed + EVAL_SEED_OFFSET
-        return offpolicy.evaluate_net(q_net.member_module(k), eval_env, config.eval_episodes, seed, policy)
+        return evaluation.evaluate_net(q_net.member_module(k), eval_env, config.eval_episodes, seed, policy)
 
     # (3) sync target, (4) learn on windows of burn-in + trained steps, (5) log, evaluate, checkpoint:
     # agents/offpolicy.py's loop, every agent's
-    return offpolicy.run(config, env, learner, replay, members, step, evaluation, kind="drqn")
+    return offpolicy.run(config, env, learner, replay, members, step, evaluate_member, kind="drqn")
 
 
 # --- evaluation -------------------------------------------------------------------------------------
@@ -309,6 +309,6 @@ def evaluate(
     config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None, trajectories: bool = False
 ) -> dict:
     """Greedy episodes with the checkpoint's network, its state reset at each episode start."""
-    return offpolicy.evaluate_checkpoint(
+    return evaluation.evaluate_checkpoint(
         config, tree, "drqn", build_q_network, RecurrentGreedy, episodes, seed, video_path, trajectories
     )

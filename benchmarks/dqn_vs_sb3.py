@@ -206,9 +206,9 @@ class MemoryTracker:
 def greedy_policy_dlforge(config, tree):
     import torch
 
-    from agents import dqn
+    from agents import dqn, evaluation
 
-    env = dqn.make_env(config, 1, 0)
+    env = evaluation.make_env(config, 1, 0)
     q_net = dqn.build_q_network(config, env)
     q_net.load_state_dict(tree["q_net"])
     q_net.eval()
