@@ -24,7 +24,8 @@ class Bookkeeping:
     """(5) and the end of a run: counts and episode statistics, log / evaluate / checkpoint on their cadence,
     the best evaluation, the summary. What only the agent knows comes as callables, each called only when due:
     `metrics(step)` (its charts and losses, `step` being the one the vector step began at), `evaluate()`
-    (greedy episodes -> {"mean_return", "std_return", ...}) and `snapshot(with_replay)` (a checkpoint tree)."""
+    (greedy episodes -> {"mean_return", "std_return", ...}; None when the caller hands each result to `after_step`)
+    and `snapshot(with_replay)` (a checkpoint tree)."""
 
     def __init__(
         self,
@@ -33,7 +34,7 @@ class Bookkeeping:
         counters: Counters,
         *,
         metrics: Callable[[int], dict],
-        evaluate: Callable[[], dict],
+        evaluate: Callable[[], dict] | None = None,
         snapshot: Callable[[bool], dict],
         stop_at_return: float | None = None,
     ):
@@ -63,17 +64,16 @@ class Bookkeeping:
             )
         return new
 
-    def after_step(self, before: int, checkpoint: bool | None = None) -> bool:
+    def after_step(self, before: int, checkpoint: bool | None = None, evaluated: dict | None = None) -> bool:
         """Log, evaluate and checkpoint where their cadence falls in (before, step]; True when the run stops now
         (its checkpoint is written, `status` says why). `checkpoint`: whether to checkpoint now, when a population
-        decides for all its members at once (None: this run's own cadence)."""
+        decides for all its members at once (None: this run's own cadence). `evaluated`: the greedy episodes' result
+        when the caller played them (a population plays its due members' at once; None: `evaluate()` when due)."""
         config, step = self.config, self.counters.step
         done = step >= config.total_steps
         if crossed(before, step, config.log_every):
             self.tracker.log({"charts/sps": self.steps_per_second(), **self.metrics(before)}, step)
-        solved = False
-        if crossed(before, step, config.eval_every) or (done and self.last_eval.get("step") != step):
-            solved = self.evaluation()
+        solved = self.evaluation(evaluated) if self.evaluation_due(before) else False
         stopped = not (done or solved) and self.tracker.should_stop()
         stop = done or solved or stopped
         if stop:
@@ -83,9 +83,17 @@ class Bookkeeping:
             self.tracker.checkpoint(self.snapshot(True), step)
         return stop
 
-    def evaluation(self) -> bool:
-        """Greedy episodes, logged; a new best is kept as the best-* checkpoint. True when stop_at_return is met."""
-        counters, result = self.counters, self.evaluate()
+    def evaluation_due(self, before: int) -> bool:
+        """Whether `after_step(before)` evaluates: on the eval_every cadence, and at the last step unless done there."""
+        step = self.counters.step
+        done = step >= self.config.total_steps
+        return crossed(before, step, self.config.eval_every) or (done and self.last_eval.get("step") != step)
+
+    def evaluation(self, result: dict | None = None) -> bool:
+        """Greedy episodes (`result`, or `evaluate()`'s), logged; a new best is kept as the best-* checkpoint. True
+        when stop_at_return is met."""
+        counters = self.counters
+        result = self.evaluate() if result is None else result
         mean = result["mean_return"]
         self.tracker.log({"eval/mean_return": mean, "eval/std_return": result["std_return"]}, counters.step)
         if mean > counters.best_eval:
@@ -133,10 +141,9 @@ def member_bookkeeping(
     learner: Learner,
     replay: Replay,
     schedules: Schedules,
-    evaluate: Callable,
-    eval_envs: list,
 ) -> Bookkeeping:
-    """Member k's Bookkeeping: its charts and losses, its greedy evaluation, its checkpoint tree."""
+    """Member k's Bookkeeping: its charts and losses and its checkpoint tree (the loop plays its greedy evaluations,
+    every due member's at once, and hands each result to `after_step`)."""
     k = member.index
 
     def metrics(step: int) -> dict:
@@ -157,7 +164,6 @@ def member_bookkeeping(
         member.tracker,
         counters,
         metrics=metrics,
-        evaluate=lambda: evaluate(k, eval_envs[k]),
         snapshot=checkpoint_tree,
         stop_at_return=config.stop_at_return,
     )

@@ -27,7 +27,6 @@ from torch import nn
 
 import networks
 from agents import evaluation, fastpath, learning, losses, offpolicy, population
-from agents.evaluation import EVAL_SEED_OFFSET
 from agents.members import MemberRun, network, per_member, setup
 from agents.replay import Batch, PerMember, ReplayBuffer
 from networks.batched import Members
@@ -332,12 +331,8 @@ def train(
         replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid)
         return next_obs, terminated | truncated, infos
 
-    def evaluate_member(k: int, eval_env: gym.vector.VectorEnv) -> dict:
-        seed = members[k].config.seed + EVAL_SEED_OFFSET
-        return evaluate_net(q_net.member_module(k), eval_env, config.eval_episodes, seed, device)
-
     # (3) sync target, (4) learn, (5) log, evaluate, checkpoint: agents/offpolicy.py's loop, every agent's
-    return offpolicy.run(config, env, learner, replay, members, step, evaluate_member, kind="dqn")
+    return offpolicy.run(config, env, learner, replay, members, step, lambda: policy, kind="dqn")
 
 
 # --- evaluation -------------------------------------------------------------------------------------------

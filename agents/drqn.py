@@ -30,7 +30,6 @@ from torch import nn
 import networks
 from agents import dqn, evaluation, learning, losses, offpolicy
 from agents.episode_replay import EpisodeReplay, SequenceBatch
-from agents.evaluation import EVAL_SEED_OFFSET
 from agents.members import network, setup
 from agents.replay import PerMember
 from networks.batched import Members
@@ -140,24 +139,26 @@ def act(
 
 
 class RecurrentGreedy:
-    """The greedy policy for envs/evaluation.py: a state per env, reset where `episode_start` says one starts."""
+    """The greedy policy for envs/evaluation.py: a state per env, reset where `episode_start` says one starts.
+    On a plain network obs are (n, ...); on a `Members` network, every member at once, (P, n, ...)."""
 
-    def __init__(self, q_net: RecurrentQNetwork, device: torch.device):
-        self.q_net, self.device = Members([q_net]), device
-        self.rngs = [np.random.default_rng(0)]  # ε = 0 never explores
+    def __init__(self, q_net: RecurrentQNetwork | Members, device: torch.device):
+        self.batched = isinstance(q_net, Members)
+        self.q_net, self.device = q_net if self.batched else Members([q_net]), device
+        self.greedy = np.zeros(self.q_net.size, dtype=bool)  # `act` draws for no member: no exploration
         self.state: State | None = None
         self.starting: np.ndarray | None = None
 
     def episode_start(self, starting: np.ndarray) -> None:
-        self.starting = starting
+        self.starting = starting if self.batched else starting[None]
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = obs if self.batched else obs[None]  # (P, n, ...)
         if self.state is None:
-            self.state = initial_state(self.q_net, len(obs), self.device)
-        actions, _, self.state = act(
-            self.q_net, obs[None], self.state, self.starting[None], np.zeros(1), self.rngs, self.device
-        )
-        return actions[0]
+            self.state = initial_state(self.q_net, obs.shape[1], self.device)
+        epsilons = np.zeros(self.q_net.size)
+        actions, _, self.state = act(self.q_net, obs, self.state, self.starting, epsilons, [], self.device, self.greedy)
+        return actions if self.batched else actions[0]
 
 
 # --- learning ---------------------------------------------------------------------------------------
@@ -292,14 +293,11 @@ def train(config: Config, tracker, *, resume=None, finished=None) -> dict[str, f
         episode_start = np.where(stepping[:, None], ~valid, episode_start)
         return next_obs, terminated | truncated, infos
 
-    def evaluate_member(k: int, eval_env: gym.vector.VectorEnv) -> dict:
-        policy = RecurrentGreedy(q_net.member_module(k), device)  # fresh states
-        seed = members[k].config.seed + EVAL_SEED_OFFSET
-        return evaluation.evaluate_net(q_net.member_module(k), eval_env, config.eval_episodes, seed, policy)
-
     # (3) sync target, (4) learn on windows of burn-in + trained steps, (5) log, evaluate, checkpoint:
     # agents/offpolicy.py's loop, every agent's
-    return offpolicy.run(config, env, learner, replay, members, step, evaluate_member, kind="drqn")
+    return offpolicy.run(
+        config, env, learner, replay, members, step, lambda: RecurrentGreedy(q_net, device), kind="drqn"
+    )
 
 
 # --- evaluation -------------------------------------------------------------------------------------

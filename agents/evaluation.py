@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
 import envs
-from envs.evaluation import Policy, record_episode, run_episodes
+from envs.evaluation import Policy, StatefulPolicy, record_episode, run_episodes, run_member_episodes
+from envs.members import MemberEnvs
 from networks import io
+from networks.batched import Members
 from networks.errors import CheckpointError
 from networks.runtime import resolve_device
 
@@ -39,6 +42,44 @@ def evaluate_net(q_net: nn.Module, env: gym.vector.VectorEnv, episodes: int, see
     result = run_episodes(env, policy, episodes, seed)
     q_net.train()
     return result
+
+
+def evaluate_members(
+    q_net: Members, envs: list[gym.vector.VectorEnv], rows: list[int], episodes: int, seeds: list[int], policy: Policy
+) -> list[dict]:
+    """The greedy episodes of the members `rows` at once, member rows[i] on its own eval env `envs[i]` (made by
+    `make_eval_env`) seeded seeds[i]: one forward of `q_net` (every member) per step, `policy` its greedy policy,
+    obs (P, n, ...) -> actions (P, n). Member rows[i]'s result is what `evaluate_net` gives on its own network
+    (to float rounding of the batched forward; bit for bit with `exact`)."""
+    q_net.eval()
+    results = run_member_episodes(MemberEnvs(envs), _Rows(policy, rows, q_net.size), episodes, seeds)
+    q_net.train()
+    return results
+
+
+class _Rows:
+    """A policy of every member, (P, n, ...) -> (P, n), as one of the members `rows` only, (len(rows), n, ...):
+    the other members see zeros and their actions are dropped."""
+
+    def __init__(self, policy: Policy, rows: list[int], size: int):
+        self.policy, self.rows, self.size = policy, np.asarray(rows), size
+        self.every = list(rows) == list(range(size))
+        self.stateful = isinstance(policy, StatefulPolicy)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.every:
+            return self.policy(obs)
+        full = np.zeros((self.size, *obs.shape[1:]), dtype=obs.dtype)
+        full[self.rows] = obs
+        return self.policy(full)[self.rows]
+
+    def episode_start(self, starting: np.ndarray) -> None:
+        if not self.stateful:
+            return
+        if not self.every:
+            starting, rows = np.ones((self.size, starting.shape[1]), dtype=bool), starting
+            starting[self.rows] = rows
+        self.policy.episode_start(starting)
 
 
 def evaluate_checkpoint(

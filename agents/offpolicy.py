@@ -44,18 +44,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
+from agents import evaluation
 from agents.bookkeeping import finish_member, member_bookkeeping, stop_diverged
 from agents.checkpoints import Counters, restore_member
-from agents.evaluation import make_env, make_eval_env
+from agents.evaluation import EVAL_SEED_OFFSET, make_env, make_eval_env
 from agents.learning import Learner, learning_rates, set_learning_rates
 from agents.members import MemberRun
 from agents.replay import Replay
 from agents.schedules import Schedules, crossed
+from envs.evaluation import Policy
 from envs.members import MemberEnvs
 
 # --- setup ------------------------------------------------------------------------------------------------
@@ -178,23 +179,21 @@ def run(
     replay: Replay,
     members: list[MemberRun],
     step: Step,
-    evaluate: Callable[[int, gym.vector.VectorEnv], dict],
+    greedy: Callable[[], Policy],
     *,
     kind: str,
 ) -> dict[str, float] | list[dict[str, float]]:
     """Train every member until its `total_steps` transitions, a solved evaluation or its tracker's stop; returns
-    the summary (a population: one per member, None for a member that had `finished`). `evaluate(k, eval_env)`
-    plays member k's greedy episodes on envs this loop owns."""
+    the summary (a population: one per member, None for a member that had `finished`). `greedy()`: a fresh greedy
+    policy of every member at once, obs (P, n, ...) -> actions (P, n), for the evaluations this loop plays on its
+    own envs."""
     size = len(members)
     counters = [Counters() if m.resume is None else restore_member(m, learner, replay, kind) for m in members]
-    eval_envs = [make_eval_env(m.config) for m in members]
     schedules = [Schedules.of(m.config) for m in members]
     target_sync = TargetSync(config, learner, np.array([m.config.tau for m in members]))
-    books = [
-        member_bookkeeping(config, m, counters[m.index], learner, replay, schedules[m.index], evaluate, eval_envs)
-        for m in members
-    ]
+    books = [member_bookkeeping(config, m, counters[m.index], learner, replay, schedules[m.index]) for m in members]
     running = np.array([c.step < config.total_steps and not m.finished for m, c in zip(members, counters)])
+    eval_envs = {k: make_eval_env(members[k].config) for k in np.flatnonzero(running)}  # for the members that run
     for k in np.flatnonzero(~running & ~np.array([m.finished for m in members])):
         books[k].status = "done"  # resumed at total_steps (cut off before its summary): it ends with one now
         finish_member(config, books[k])
@@ -219,17 +218,27 @@ def run(
         target_sync(counters, running)
         # (4) learn
         diverged = learn(config, counters, learner, replay, schedules, running)
-        # (5) log, evaluate, checkpoint: every running member on the same vector step
+        # (5) log, evaluate, checkpoint: every running member on the same vector step; the greedy episodes of the
+        # members due to evaluate are played together (one forward of every member per step)
+        evaluating = [k for k in np.flatnonzero(running & ~diverged) if books[k].evaluation_due(before[k])]
+        evaluated = {}
+        if evaluating:
+            seeds = [members[k].config.seed + EVAL_SEED_OFFSET for k in evaluating]
+            envs = [eval_envs[k] for k in evaluating]
+            results = evaluation.evaluate_members(
+                learner.q_net, envs, evaluating, config.eval_episodes, seeds, greedy()
+            )
+            evaluated = dict(zip(evaluating, results))
         due = any(crossed(before[k], counters[k].step, config.checkpoint_every) for k in np.flatnonzero(running))
         for k in np.flatnonzero(running):
             if diverged[k]:
                 running[k] = False
                 stop_diverged(config, books[k])
-            elif books[k].after_step(before[k], checkpoint=due if size > 1 else None):
+            elif books[k].after_step(before[k], checkpoint=due if size > 1 else None, evaluated=evaluated.get(k)):
                 running[k] = False
                 finish_member(config, books[k])
     env.close()
-    for eval_env in eval_envs:
+    for eval_env in eval_envs.values():
         eval_env.close()
     summaries = [book.summary for book in books]
     return summaries[0] if config.population is None else summaries
