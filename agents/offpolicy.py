@@ -89,18 +89,19 @@ def learn(
     learner: Learner,
     replay: Replay,
     schedules: list[Schedules],
-    running: np.ndarray,
-) -> np.ndarray:
+    members: list[int],
+) -> list[int]:
     """(4) Every `train_freq` vector steps after `learning_starts` transitions: a training phase of
-    `gradient_steps` updates (-1: as many as transitions since the last phase) for each running member, then the
-    non-finite check. Returns the members that went non-finite under nan_policy: stop, (P,) (none for skip)."""
-    members = np.flatnonzero(running)
-    if not len(members) or counters[members[0]].vec_steps % config.train_freq:  # running members step together
-        return np.zeros(len(counters), bool)
-    due = running & replay.can_sample(config.batch_size)
-    due &= np.array([c.step > config.learning_starts for c in counters])
+    `gradient_steps` updates (-1: as many as transitions since the last phase) for each of the running `members`
+    (indices), then the non-finite check. Returns the members that went non-finite under nan_policy: stop (none for
+    skip)."""
+    if not members or counters[members[0]].vec_steps % config.train_freq:  # running members step together
+        return []
+    due = np.zeros(len(counters), dtype=bool)
+    due[members] = True
+    due &= replay.can_sample(config.batch_size) & np.array([c.step > config.learning_starts for c in counters])
     if not due.any():
-        return np.zeros(len(counters), bool)
+        return []
     since = np.array([c.since_train for c in counters])
     num_updates = np.where(due, config.gradient_steps if config.gradient_steps > 0 else since, 0)
     steps = [c.step for c in counters]
@@ -112,8 +113,8 @@ def learn(
         counters[k].skipped_updates += int(skipped[k])
         counters[k].since_train = 0
     if config.nan_policy != "stop":
-        return np.zeros(len(counters), bool)
-    return due & ~learner.meter.finite_members()
+        return []
+    return np.flatnonzero(due & ~learner.meter.finite_members()).tolist()
 
 
 @torch.no_grad()
@@ -148,15 +149,16 @@ class TargetSync:
         self.tau = np.array([config.tau]) if taus is None else np.asarray(taus, dtype=np.float64)
         self.every = max(config.target_update_interval // config.num_envs, 1)
         self.synced_at = np.full(len(self.tau), -1)  # each member's updates at its last sync (-1: none yet)
+        self.copies = bool((self.tau >= 1.0).all())
 
-    def __call__(self, counters: Counters | list[Counters], running: np.ndarray | None = None) -> None:
-        """`counters`: every member's (a single run's own); `running` (P,): the members still training (all)."""
+    def __call__(self, counters: Counters | list[Counters], members: list[int] | None = None) -> None:
+        """`counters`: every member's (a single run's own); `members`: the indices of those still training (all)."""
         counters = [counters] if isinstance(counters, Counters) else counters
-        members = np.arange(len(counters)) if running is None else np.flatnonzero(running)
+        members = list(range(len(counters))) if members is None else members
         if counters[members[0]].vec_steps % self.every:
             return
-        updates = np.array([counters[k].updates for k in members])
-        if (self.tau >= 1.0).all() and (updates == self.synced_at[members]).all():
+        updates = [counters[k].updates for k in members]
+        if self.copies and updates == self.synced_at[members].tolist():
             return
         sync_target(self.target_net, self.q_net, self.tau)
         self.synced_at[members] = updates
@@ -200,6 +202,8 @@ def run(
     obs, _ = env.reset([m.config.seed + c.step for m, c in zip(members, counters)])  # a resume starts new episodes
     ended = np.zeros((size, env.num_envs), dtype=bool)  # NEXT_STEP autoreset: an env's step after its end only resets
     while running.any():
+        alive = np.flatnonzero(running).tolist()  # the running members: they step together
+        everyone = len(alive) == size
         epsilons = np.array([s.epsilon(c.step) for s, c in zip(schedules, counters)])
         # A member whose every env ended on its last step only resets them on this one: no transition. It steps
         # again at once, as its single run's next pass would, so running members' vector steps stay together.
@@ -207,20 +211,20 @@ def run(
         if resetting.any():
             obs, _, _ = step(obs, np.zeros_like(ended), epsilons, resetting)
             ended[resetting] = False
-        valid = ~ended & running[:, None]
+        valid = ~ended if everyone else ~ended & running[:, None]
         before = [c.step for c in counters]
         # (1) act, (2) step and store: the agent's own
         obs, now_ended, infos = step(obs, valid, epsilons, running)
-        ended = np.where(running[:, None], now_ended, ended)
-        for k in np.flatnonzero(running):
+        ended = now_ended if everyone else np.where(running[:, None], now_ended, ended)
+        for k in alive:
             books[k].record_step(valid[k], infos[k])
         # (3) sync target (before learning, as SB3)
-        target_sync(counters, running)
+        target_sync(counters, alive)
         # (4) learn
-        diverged = learn(config, counters, learner, replay, schedules, running)
+        diverged = learn(config, counters, learner, replay, schedules, alive)
         # (5) log, evaluate, checkpoint: every running member on the same vector step; the greedy episodes of the
         # members due to evaluate are played together (one forward of every member per step)
-        evaluating = [k for k in np.flatnonzero(running & ~diverged) if books[k].evaluation_due(before[k])]
+        evaluating = [k for k in alive if k not in diverged and books[k].evaluation_due(before[k])]
         evaluated = {}
         if evaluating:
             seeds = [members[k].config.seed + EVAL_SEED_OFFSET for k in evaluating]
@@ -229,9 +233,9 @@ def run(
                 learner.q_net, envs, evaluating, config.eval_episodes, seeds, greedy()
             )
             evaluated = dict(zip(evaluating, results))
-        due = any(crossed(before[k], counters[k].step, config.checkpoint_every) for k in np.flatnonzero(running))
-        for k in np.flatnonzero(running):
-            if diverged[k]:
+        due = size > 1 and any(crossed(before[k], counters[k].step, config.checkpoint_every) for k in alive)
+        for k in alive:
+            if k in diverged:
                 running[k] = False
                 stop_diverged(config, books[k])
             elif books[k].after_step(before[k], checkpoint=due if size > 1 else None, evaluated=evaluated.get(k)):
