@@ -1,7 +1,8 @@
 """The off-policy loop that dqn and drqn share (`run`), made of functions and two small per-run objects; no base class.
 
-An agent's `train` builds its network, `Learner` and replay, writes what only it does in one vector step as a
-`step` function, and hands both to `run`. Each pass of the loop is five labelled phases:
+An agent's `train` builds its network, `Learner` (agents/learning.py) and replay, writes what only it does in one
+vector step as a `step` function, and hands both to `run` with its greedy policy. Each pass of the loop is five
+labelled phases:
 
     (1) act                         the agent's `step`, with ε from `Schedules`
     (2) step and store              the agent's `step`; then `Bookkeeping.record_step` counts the transitions and
@@ -9,7 +10,9 @@ An agent's `train` builds its network, `Learner` and replay, writes what only it
     (3) sync target                 `TargetSync`: every target_update_interval env steps, copy or Polyak average
     (4) learn                       `learn`: every train_freq vector steps, a training phase of the agent's updates
                                     (`Learner.train_phase`), then the non-finite check
-    (5) log, evaluate, checkpoint   `Bookkeeping.after_step`; at the end `Bookkeeping.finish` writes the summary
+    (5) log, evaluate, checkpoint   `Bookkeeping.after_step` (agents/bookkeeping.py), given the greedy episodes of
+                                    every member due to evaluate, played at once (`evaluation.evaluate_members`);
+                                    at the end `Bookkeeping.finish` writes the summary
 
 The target is synced before learning within a step, as stable-baselines3 does (its `_on_step` runs before
 `train`), so rl-zoo3 settings give SB3's schedule. Counting follows SB3 too: `train_freq` and
