@@ -26,11 +26,8 @@ import torch
 from torch import nn
 
 import networks
-from agents import fastpath, losses, offpolicy, population
+from agents import evaluation, fastpath, learning, losses, offpolicy, population
 from agents.members import MemberRun, network, per_member, setup
-
-# Counters, make_optimizer and MAX_EVAL_ENVS live in agents/offpolicy.py and stay importable from here.
-from agents.offpolicy import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, Counters, make_env, make_optimizer  # noqa: F401
 from agents.replay import Batch, PerMember, ReplayBuffer
 from networks.batched import Members
 from networks.errors import ConfigError
@@ -69,7 +66,7 @@ class Config:
     learning_rate: float = field(default=1e-4, metadata={"gt": 0})
     learning_rate_final: float | None = field(default=None, metadata={"ge": 0})  # linear decay to this (zoo's lin_)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)  # torch.optim options (offpolicy.OPTIMIZER_OPTIONS)
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)  # torch.optim options (learning.OPTIMIZER_OPTIONS)
     loss: Literal["huber", "mse"] = "huber"  # huber = smooth L1, SB3's and the Nature paper's
     compile: bool = False  # dlforge: the update step as one compiled graph (agents/fastpath.py); long runs
     buffer_size: int = field(default=1_000_000, metadata={"ge": 1})
@@ -110,7 +107,7 @@ class Config:
                 f"must be <= exploration_initial_eps "
                 f"({self.exploration_initial_eps}), got {self.exploration_final_eps}",
             )
-        offpolicy.check_optimizer_kwargs(self.optimizer, self.optimizer_kwargs)
+        learning.check_optimizer_kwargs(self.optimizer, self.optimizer_kwargs)
         if self.compile and self.optimizer != "adam":
             raise ConfigError("compile", f"compiles the Adam update only; set optimizer: adam (got {self.optimizer})")
         if self.compact_replay and self.prioritized.enabled:
@@ -199,7 +196,7 @@ class Learner:
     ):
         q_net = q_net if isinstance(q_net, Members) else Members([q_net])  # a plain module: a single run
         self.config, self.q_net, self.members = config, q_net, q_net.size
-        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(
+        self.target_net, self.params, self.optimizer, self.meter = learning.learning_state(
             config, q_net, device, members
         )
         self.skipped = np.zeros(self.members, dtype=np.int64)  # per member, this phase
@@ -267,7 +264,7 @@ class Learner:
                 return None
             if skipped.any():
                 changed = self.last_ok if changed is None else changed & self.last_ok
-        offpolicy.member_step(self, loss, self.config.max_grad_norm, changed)
+        learning.member_step(self, loss, self.config.max_grad_norm, changed)
         self.meter.add(loss, q_mean, changed)
         return (q_taken - targets).detach()
 
@@ -334,12 +331,8 @@ def train(
         replay.add(obs, actions, rewards, next_obs, terminated, truncated, valid)
         return next_obs, terminated | truncated, infos
 
-    def evaluation(k: int, eval_env: gym.vector.VectorEnv) -> dict:
-        seed = members[k].config.seed + EVAL_SEED_OFFSET
-        return evaluate_net(q_net.member_module(k), eval_env, config.eval_episodes, seed, device)
-
     # (3) sync target, (4) learn, (5) log, evaluate, checkpoint: agents/offpolicy.py's loop, every agent's
-    return offpolicy.run(config, env, learner, replay, members, step, evaluation, kind="dqn")
+    return offpolicy.run(config, env, learner, replay, members, step, lambda: policy, kind="dqn")
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
@@ -350,11 +343,11 @@ def evaluate(
 ) -> dict:
     """Greedy episodes with the checkpoint's Q-network; the same seed gives the same returns.
     With `video_path`, also writes an mp4 of the first episode; with `trajectories`, returns the episodes' steps."""
-    return offpolicy.evaluate_checkpoint(
+    return evaluation.evaluate_checkpoint(
         config, tree, "dqn", build_q_network, greedy, episodes, seed, video_path, trajectories
     )
 
 
 def evaluate_net(q_net: QNetwork, env: gym.vector.VectorEnv, episodes: int, seed: int, device: torch.device) -> dict:
     """`episodes` greedy episodes on a sync vector env (env i seeded seed + i): see envs/evaluation.py."""
-    return offpolicy.evaluate_net(q_net, env, episodes, seed, greedy(q_net, device))
+    return evaluation.evaluate_net(q_net, env, episodes, seed, greedy(q_net, device))

@@ -28,10 +28,9 @@ import torch
 from torch import nn
 
 import networks
-from agents import dqn, losses, offpolicy
+from agents import dqn, evaluation, learning, losses, offpolicy
 from agents.episode_replay import EpisodeReplay, SequenceBatch
 from agents.members import network, setup
-from agents.offpolicy import EVAL_SEED_OFFSET, make_env  # noqa: F401 (drqn.make_env)
 from agents.replay import PerMember
 from networks.batched import Members
 from networks.errors import ConfigError
@@ -140,24 +139,26 @@ def act(
 
 
 class RecurrentGreedy:
-    """The greedy policy for envs/evaluation.py: a state per env, reset where `episode_start` says one starts."""
+    """The greedy policy for envs/evaluation.py: a state per env, reset where `episode_start` says one starts.
+    On a plain network obs are (n, ...); on a `Members` network, every member at once, (P, n, ...)."""
 
-    def __init__(self, q_net: RecurrentQNetwork, device: torch.device):
-        self.q_net, self.device = Members([q_net]), device
-        self.rngs = [np.random.default_rng(0)]  # ε = 0 never explores
+    def __init__(self, q_net: RecurrentQNetwork | Members, device: torch.device):
+        self.batched = isinstance(q_net, Members)
+        self.q_net, self.device = q_net if self.batched else Members([q_net]), device
+        self.greedy = np.zeros(self.q_net.size, dtype=bool)  # `act` draws for no member: no exploration
         self.state: State | None = None
         self.starting: np.ndarray | None = None
 
     def episode_start(self, starting: np.ndarray) -> None:
-        self.starting = starting
+        self.starting = starting if self.batched else starting[None]
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = obs if self.batched else obs[None]  # (P, n, ...)
         if self.state is None:
-            self.state = initial_state(self.q_net, len(obs), self.device)
-        actions, _, self.state = act(
-            self.q_net, obs[None], self.state, self.starting[None], np.zeros(1), self.rngs, self.device
-        )
-        return actions[0]
+            self.state = initial_state(self.q_net, obs.shape[1], self.device)
+        epsilons = np.zeros(self.q_net.size)
+        actions, _, self.state = act(self.q_net, obs, self.state, self.starting, epsilons, [], self.device, self.greedy)
+        return actions if self.batched else actions[0]
 
 
 # --- learning ---------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class Learner:
     def __init__(self, config: Config, q_net: Members | nn.Module, device: torch.device, members: list | None = None):
         q_net = q_net if isinstance(q_net, Members) else Members([q_net])  # a plain module: a single run
         self.config, self.q_net, self.members = config, q_net, q_net.size
-        self.target_net, self.params, self.optimizer, self.meter = offpolicy.learning_state(
+        self.target_net, self.params, self.optimizer, self.meter = learning.learning_state(
             config, q_net, device, members
         )
         self.skipped = np.zeros(self.members, dtype=np.int64)
@@ -229,7 +230,7 @@ class Learner:
             self.skipped += active & ~changed
         if not changed.any():
             return
-        offpolicy.member_step(self, loss, self.config.max_grad_norm, None if changed.all() else changed)
+        learning.member_step(self, loss, self.config.max_grad_norm, None if changed.all() else changed)
         if self.config.prioritized.enabled:
             errors = q_taken.detach() - targets
             for k in np.flatnonzero(changed):
@@ -292,14 +293,11 @@ def train(config: Config, tracker, *, resume=None, finished=None) -> dict[str, f
         episode_start = np.where(stepping[:, None], ~valid, episode_start)
         return next_obs, terminated | truncated, infos
 
-    def evaluation(k: int, eval_env: gym.vector.VectorEnv) -> dict:
-        policy = RecurrentGreedy(q_net.member_module(k), device)  # fresh states
-        seed = members[k].config.seed + EVAL_SEED_OFFSET
-        return offpolicy.evaluate_net(q_net.member_module(k), eval_env, config.eval_episodes, seed, policy)
-
     # (3) sync target, (4) learn on windows of burn-in + trained steps, (5) log, evaluate, checkpoint:
     # agents/offpolicy.py's loop, every agent's
-    return offpolicy.run(config, env, learner, replay, members, step, evaluation, kind="drqn")
+    return offpolicy.run(
+        config, env, learner, replay, members, step, lambda: RecurrentGreedy(q_net, device), kind="drqn"
+    )
 
 
 # --- evaluation -------------------------------------------------------------------------------------
@@ -309,6 +307,6 @@ def evaluate(
     config: Config, tree: dict, *, episodes: int, seed: int, video_path: Path | None = None, trajectories: bool = False
 ) -> dict:
     """Greedy episodes with the checkpoint's network, its state reset at each episode start."""
-    return offpolicy.evaluate_checkpoint(
+    return evaluation.evaluate_checkpoint(
         config, tree, "drqn", build_q_network, RecurrentGreedy, episodes, seed, video_path, trajectories
     )

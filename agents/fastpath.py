@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from agents import losses
-from agents.offpolicy import LossMeter
+from agents.learning import LossMeter
 from agents.replay import Batch
 
 if TYPE_CHECKING:

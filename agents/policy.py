@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import envs
-from agents import dqn, drqn, pqn, qlearning
+from agents import dqn, drqn, evaluation, pqn, qlearning
 from networks import io, pretrained
 from networks.errors import CheckpointError, ConfigError
 from networks.export_graph import ExportGraph
@@ -120,7 +120,7 @@ class NetworkPolicy(Policy):
     build_q_network = staticmethod(dqn.build_q_network)
 
     def __init__(self, config: dqn.Config, tree: dict, meta: dict, which: str, device: torch.device):
-        env = dqn.make_env(config, 1, config.seed)
+        env = evaluation.make_env(config, 1, config.seed)
         q_net = self.build_q_network(config, env)
         super().__init__(config, env.single_observation_space, env.single_action_space, meta, which)
         env.close()

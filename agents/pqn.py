@@ -12,7 +12,7 @@ Peng's Q(λ) returns over short rollouts propagate rewards faster than one-step 
     (3) learn                       `update_epochs` passes over the rollout's transitions, each shuffled into
                                     `num_minibatches` minibatches: one RAdam step per minibatch, gradients
                                     clipped; then the non-finite check
-    (4) log, evaluate, checkpoint   agents/offpolicy.py `Bookkeeping`, as every agent on the off-policy loop
+    (4) log, evaluate, checkpoint   agents/bookkeeping.py `Bookkeeping`, as every agent on the off-policy loop
 
 Counting follows the off-policy agents: `total_steps`, the ε and learning-rate schedules and the log / evaluate /
 checkpoint cadence count transitions; the autoreset step after an episode's end holds none (it is stepped, then
@@ -30,8 +30,10 @@ import numpy as np
 import torch
 
 import networks
-from agents import dqn, losses, members, offpolicy
-from agents.offpolicy import EVAL_SEED_OFFSET, Counters
+from agents import bookkeeping, checkpoints, dqn, evaluation, losses, members
+from agents.checkpoints import Counters
+from agents.evaluation import EVAL_SEED_OFFSET
+from agents.learning import LossMeter, gradient_step
 from agents.schedules import Schedules
 from networks.batched import Members
 from networks.errors import ConfigError, TrainingDiverged
@@ -137,14 +139,14 @@ class Learner:
     """The Q-network, RAdam and the update over one rollout: the learning half of PQN. No target network: Q(λ)
     bootstraps from the online network's own Q-values, which LayerNorm keeps from diverging."""
 
-    target_net = None  # offpolicy.snapshot_member / restore_member: PQN checkpoints hold no target_net
+    target_net = None  # checkpoints.snapshot_member / restore_member: PQN checkpoints hold no target_net
 
     def __init__(self, config: Config, q_net: dqn.QNetwork, device: torch.device):
         self.config, self.net = config, q_net
         self.q_net = Members([q_net])  # the checkpoint view the shared loop's snapshot and restore use
         self.params = list(q_net.parameters())
         self.optimizer = torch.optim.RAdam(self.params, lr=config.learning_rate, foreach=True)  # purejaxql, CleanRL
-        self.meter = offpolicy.LossMeter(device)
+        self.meter = LossMeter(device)
 
     def targets(self, rollout: Rollout) -> torch.Tensor:
         """Peng's Q(λ) return of every step of the rollout, (T, N)."""
@@ -185,7 +187,7 @@ class Learner:
         q_mean = q_values.detach().mean()
         if self.config.nan_policy == "skip" and not bool(torch.isfinite(loss) & torch.isfinite(q_mean)):
             return False
-        offpolicy.gradient_step(self.optimizer, self.params, loss, self.config.max_grad_norm)
+        gradient_step(self.optimizer, self.params, loss, self.config.max_grad_norm)
         self.meter.add(loss, q_mean)
         return True
 
@@ -208,11 +210,11 @@ def schedules(config: Config) -> Schedules:
 def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> dict[str, float]:
     device, (member,) = members.setup(config, tracker, resume)  # bad input fails here and below, before slow work
     rng = member.rng
-    env = offpolicy.make_env(config, config.num_envs, config.seed)
+    env = evaluation.make_env(config, config.num_envs, config.seed)
     q_net = build_q_network(config, env).to(device)
     learner, rollout = Learner(config, q_net, device), Rollout(config, env, device)
-    counters = Counters() if resume is None else offpolicy.restore_member(member, learner, None, "pqn")
-    eval_env, schedule = offpolicy.make_eval_env(config), schedules(config)
+    counters = Counters() if resume is None else checkpoints.restore_member(member, learner, None, "pqn")
+    eval_env, schedule = evaluation.make_eval_env(config), schedules(config)
     n_actions = int(env.single_action_space.n)
 
     def metrics(step: int) -> dict:
@@ -225,17 +227,17 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
             charts["losses/skipped_updates"] = counters.skipped_updates
         return {**charts, **learner.meter.read()}
 
-    def evaluation() -> dict:
+    def evaluate_now() -> dict:
         seed = config.seed + EVAL_SEED_OFFSET
         return dqn.evaluate_net(q_net, eval_env, config.eval_episodes, seed, device)
 
-    book = offpolicy.Bookkeeping(
+    book = bookkeeping.Bookkeeping(
         config,
         tracker,
         counters,
         metrics=metrics,
-        evaluate=evaluation,
-        snapshot=lambda _: offpolicy.snapshot_member(learner, member, counters),
+        evaluate=evaluate_now,
+        snapshot=lambda _: checkpoints.snapshot_member(learner, member, counters),
         stop_at_return=config.stop_at_return,
     )
     obs, _ = env.reset(seed=config.seed + counters.step)  # a resumed run starts fresh episodes
@@ -265,7 +267,7 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
         counters.updates += made
         counters.skipped_updates += skipped
         if config.nan_policy == "stop" and not learner.meter.finite_members()[0]:
-            raise TrainingDiverged(offpolicy.diverged_message(counters))
+            raise TrainingDiverged(bookkeeping.diverged_message(counters))
         # (4) log, evaluate, checkpoint
         if book.after_step(before):
             break
@@ -280,6 +282,6 @@ def evaluate(
 ) -> dict:
     """Greedy episodes with the checkpoint's Q-network; the same seed gives the same returns.
     With `video_path`, also writes an mp4 of the first episode; with `trajectories`, returns the episodes' steps."""
-    return offpolicy.evaluate_checkpoint(
+    return evaluation.evaluate_checkpoint(
         config, tree, "pqn", build_q_network, dqn.greedy, episodes, seed, video_path, trajectories
     )

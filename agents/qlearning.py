@@ -10,7 +10,7 @@ exploration_fraction of the run). The table is the whole model: it is saved with
 through `tracker.checkpoint`, and `evaluate` plays it greedily. `plot_q_table` draws it as a heat map, with the
 greedy policy as arrows on the map for grid worlds (FrozenLake, CliffWalking).
 
-The cadence is the off-policy agents' (agents/offpolicy.py `Bookkeeping`): episode statistics, log / evaluate /
+The cadence is the off-policy agents' (agents/bookkeeping.py `Bookkeeping`): episode statistics, log / evaluate /
 checkpoint every so many steps, a best-* checkpoint at each new best evaluation, an evaluation at the last step,
 the summary. Evaluation plays the table on envs/evaluation.py's seeded envs, as dqn does.
 """
@@ -24,8 +24,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents import offpolicy
-from agents.offpolicy import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, Counters, make_env
+from agents.bookkeeping import Bookkeeping
+from agents.checkpoints import Counters
+from agents.evaluation import EVAL_SEED_OFFSET, MAX_EVAL_ENVS, make_env, play
 from agents.schedules import linear_schedule
 from envs.evaluation import Policy
 from networks.errors import CheckpointError, ConfigError
@@ -139,7 +140,7 @@ def train(config: Config, tracker: Tracker, *, resume: dict | None = None) -> di
         td_errors.clear()
         return charts
 
-    book = offpolicy.Bookkeeping(
+    book = Bookkeeping(
         config,
         tracker,
         counters,
@@ -215,13 +216,13 @@ def _evaluate_table(
     video_path: Path | None = None,
     trajectories: bool = False,
 ) -> dict:
-    """`episodes` greedy episodes on sync envs seeded seed + i (agents/offpolicy.py `play`)."""
+    """`episodes` greedy episodes on sync envs seeded seed + i (agents/evaluation.py `play`)."""
 
     def greedy() -> Policy:
         return lambda obs: q_table[obs].argmax(axis=1)  # obs (n,) states -> (n,) actions, first best on ties
 
     env = make_env(config, min(episodes, MAX_EVAL_ENVS), seed, vectorization="sync")
-    return offpolicy.play(config, env, greedy, episodes, seed, video_path, trajectories)
+    return play(config, env, greedy, episodes, seed, video_path, trajectories)
 
 
 # --- report -------------------------------------------------------------------------------------

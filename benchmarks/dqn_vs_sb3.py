@@ -83,7 +83,7 @@ def worker(job: dict) -> dict:
 
 
 def run_dlforge(document: dict, job: dict) -> dict:
-    from agents import dqn
+    from agents import dqn, evaluation
     from launch.config import from_dict
 
     eval_seconds = [0.0, 0.0]  # wall, cpu
@@ -92,7 +92,7 @@ def run_dlforge(document: dict, job: dict) -> dict:
         document.update(
             eval_every=job["solve_every"], eval_episodes=job["solve_episodes"], stop_at_return=job["threshold"]
         )
-        timed = dqn.evaluate_net
+        timed = evaluation.evaluate_members  # the training loop's periodic evaluations
 
         def evaluate_net(*args, **kwargs):
             start, cpu = time.perf_counter(), cpu_seconds()
@@ -101,7 +101,7 @@ def run_dlforge(document: dict, job: dict) -> dict:
             eval_seconds[1] += cpu_seconds() - cpu
             return result
 
-        dqn.evaluate_net = evaluate_net
+        evaluation.evaluate_members = evaluate_net
     else:
         document.update(eval_every=0, eval_episodes=1)  # one short greedy episode at the end, inside train
     config = from_dict(dqn.Config, document, "")
@@ -206,9 +206,9 @@ class MemoryTracker:
 def greedy_policy_dlforge(config, tree):
     import torch
 
-    from agents import dqn
+    from agents import dqn, evaluation
 
-    env = dqn.make_env(config, 1, 0)
+    env = evaluation.make_env(config, 1, 0)
     q_net = dqn.build_q_network(config, env)
     q_net.load_state_dict(tree["q_net"])
     q_net.eval()

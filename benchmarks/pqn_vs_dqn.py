@@ -72,7 +72,7 @@ def worker(job: dict) -> dict:
     dynamo_seconds = time.perf_counter() - start
     import yaml
 
-    from agents import offpolicy
+    from agents import evaluation
     from launch.config import from_dict
     from launch.registry import trainer_module
 
@@ -83,7 +83,7 @@ def worker(job: dict) -> dict:
     config = from_dict(module.Config, document, "")
 
     evaluating = [0.0]  # seconds spent in evaluations, left out of the training time
-    timed = offpolicy.evaluate_net  # dqn's and pqn's periodic evaluations both call it
+    timed = evaluation.evaluate_net  # dqn's and pqn's periodic evaluations both call it
 
     def evaluate_net(*args, **kwargs):
         begin = time.perf_counter()
@@ -91,7 +91,7 @@ def worker(job: dict) -> dict:
         evaluating[0] += time.perf_counter() - begin
         return result
 
-    offpolicy.evaluate_net = evaluate_net
+    evaluation.evaluate_net = evaluate_net
     begin, cpu = time.perf_counter(), cpu_seconds()
     tracker = BenchTracker(lambda: time.perf_counter() - begin - evaluating[0], job.get("seconds"))
     summary = module.train(config, tracker)

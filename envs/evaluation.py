@@ -17,12 +17,14 @@ an env plays past its share while the others finish.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
+
+from envs.members import MemberEnvs
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -41,36 +43,79 @@ def run_episodes(
 ) -> dict:
     """{"mean_return", "std_return", "episodes", "returns"}: the returns ordered by env, then episode; with
     `trajectories`, also "trajectories": the counted episodes' steps (see the module docstring)."""
-    n = env.num_envs
+    recorder = TrajectoryRecorder(env.num_envs) if trajectories else None
+    (result,) = run_member_episodes(MemberEnvs([env]), _OneMember(policy), episodes, [seed], recorder=recorder)
+    return result if recorder is None else {**result, "trajectories": recorder.arrays()}
+
+
+def run_member_episodes(
+    env: MemberEnvs,
+    policy: Policy,
+    episodes: int,
+    seeds: Sequence[int],
+    *,
+    recorder: TrajectoryRecorder | None = None,
+) -> list[dict]:
+    """`run_episodes` for every member of `env` at once: member k's envs seeded seeds[k] + i, one policy call per
+    step for all of them (obs (M, n, ...) -> actions (M, n); a stateful policy's `episode_start` takes (M, n)).
+    A member stops stepping once its envs have their episodes, as its own `run_episodes` would, so member k's result
+    is the one `run_episodes` gives on its env alone with a policy that acts as row k. `recorder`: one member's steps.
+    """
+    members, n = env.members, env.num_envs
     wanted = [(episodes + i) // n for i in range(n)]
-    returns: list[list[float]] = [[] for _ in range(n)]
-    recorder = TrajectoryRecorder(n) if trajectories else None
-    obs, _ = env.reset(seed=seed)
+    returns: list[list[list[float]]] = [[[] for _ in range(n)] for _ in range(members)]
+    obs, _ = env.reset(seeds)
     stateful = isinstance(policy, StatefulPolicy)
-    starting = np.ones(n, dtype=bool)  # envs whose obs starts an episode: after a reset, or a step after an end
-    ended = np.zeros(n, dtype=bool)  # (NEXT_STEP autoreset: the step after an episode's end is the reset step)
-    while any(len(got) < want for got, want in zip(returns, wanted)):
+    starting = np.ones((members, n), dtype=bool)  # envs whose obs starts an episode: after a reset, or a step after
+    ended = np.zeros((members, n), dtype=bool)  # an end (NEXT_STEP autoreset: that step is the reset step)
+    playing = np.full(members, any(want > 0 for want in wanted))
+    while playing.any():
         if stateful:
             policy.episode_start(starting)
         actions = policy(obs)
-        next_obs, rewards, terminated, truncated, info = env.step(actions)
+        next_obs, rewards, terminated, truncated, infos = env.step(actions, playing)
         done = terminated | truncated
         if recorder is not None:
-            recorder.add(~ended, obs, actions, rewards, done)  # where `ended`, this step was a reset step
-        obs, starting, ended = next_obs, ended, done
-        counted = [i for i in np.flatnonzero(info.get("_episode", ())) if len(returns[i]) < wanted[i]]
-        for i in counted:
-            returns[i].append(float(info["episode"]["r"][i]))
-        if recorder is not None:
-            recorder.end_episodes(ended, counted)
-    flat = [r for per_env in returns for r in per_env]
-    result = {
-        "mean_return": float(np.mean(flat)),
-        "std_return": float(np.std(flat)),
-        "episodes": len(flat),
-        "returns": flat,
-    }
-    return result if recorder is None else {**result, "trajectories": recorder.arrays()}
+            recorder.add(~ended[0], obs[0], actions[0], rewards[0], done[0])  # where `ended`, a reset step
+        obs, starting, ended = (
+            next_obs,
+            np.where(playing[:, None], ended, starting),
+            np.where(playing[:, None], done, ended),
+        )
+        for k in np.flatnonzero(playing):
+            got = returns[k]
+            counted = [i for i in np.flatnonzero(infos[k].get("_episode", ())) if len(got[i]) < wanted[i]]
+            for i in counted:
+                got[i].append(float(infos[k]["episode"]["r"][i]))
+            if recorder is not None:
+                recorder.end_episodes(ended[0], counted)
+            playing[k] = any(len(per_env) < want for per_env, want in zip(got, wanted))
+    results = []
+    for per_member in returns:
+        flat = [r for per_env in per_member for r in per_env]
+        results.append(
+            {
+                "mean_return": float(np.mean(flat)),
+                "std_return": float(np.std(flat)),
+                "episodes": len(flat),
+                "returns": flat,
+            }
+        )
+    return results
+
+
+class _OneMember:
+    """A policy on (n, ...) observations as one on (1, n, ...): a vector env as a population of one."""
+
+    def __init__(self, policy: Policy):
+        self.policy, self.stateful = policy, isinstance(policy, StatefulPolicy)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.policy(obs[0])[None]
+
+    def episode_start(self, starting: np.ndarray) -> None:
+        if self.stateful:
+            self.policy.episode_start(starting[0])
 
 
 class TrajectoryRecorder:

@@ -11,7 +11,7 @@ import yaml
 from trained_runs import artifact_folder, tiny_run
 
 import agents
-from agents import dqn, drqn, qlearning
+from agents import dqn, drqn, evaluation, qlearning
 from envs.evaluation import run_episodes
 from networks import io
 from networks.errors import CheckpointError, ConfigError
@@ -22,7 +22,7 @@ from networks.run_folder import load_checkpoint
 def test_dqn_policy_plays_exactly_as_the_evaluation(name):
     policy = agents.load(tiny_run(name), checkpoint="last")
     assert policy.checkpoint["which"] == "last"
-    env = dqn.make_env(policy.config, 3, 7, vectorization="sync")
+    env = evaluation.make_env(policy.config, 3, 7, vectorization="sync")
     played = run_episodes(env, lambda obs: policy.predict(obs, deterministic=True)[0], episodes=3, seed=7)
     env.close()
     tree, _, _ = load_checkpoint(tiny_run(name), "last")
@@ -66,7 +66,7 @@ def test_non_deterministic_predict_explores_with_the_final_epsilon():
 
 def test_drqn_policy_carries_its_state_and_plays_as_the_evaluation():
     policy = agents.load(tiny_run("novel-drqn"))
-    env = dqn.make_env(policy.config, 1, 11, vectorization="sync")
+    env = evaluation.make_env(policy.config, 1, 11, vectorization="sync")
     obs, _ = env.reset(seed=11)
     state, start, total, seen, done = None, True, 0.0, [], False
     q_carried = []

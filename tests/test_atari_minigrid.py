@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import envs
-from agents import dqn
+from agents import dqn, evaluation
 from agents.frame_replay import FrameReplay
 from launch.config import load_config
 from launch.tracking import LocalTracker
@@ -86,7 +86,7 @@ def test_toy_text_envs_are_discrete(env_id, kwargs):
 def run_config(tmp_path, path: str, overrides: list[str]):
     spec = load_config(path, ["device=cpu", "torch_threads=1", *overrides])
     tracker = LocalTracker(tmp_path / "run")
-    env = dqn.make_env(spec.config, 1, 0)
+    env = evaluation.make_env(spec.config, 1, 0)
     q_net = dqn.build_q_network(spec.config, env)
     replay = dqn.make_replay(spec.config, env, "cpu")
     summary = dqn.train(spec.config, tracker)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import dqn, losses, offpolicy
+from agents import dqn, learning, losses
 from launch.tracking import LocalTracker, load_latest, read_metrics
 from networks.errors import ConfigError, TrainingDiverged
 
@@ -119,10 +119,10 @@ def test_optimizer_kwargs_build_the_minatar_papers_centered_rmsprop():
     config = tiny(optimizer="rmsprop", optimizer_kwargs=options)
     config.validate()
     params, cpu = [torch.nn.Parameter(torch.zeros(2))], torch.device("cpu")
-    optimizer = offpolicy.make_optimizer(config, params, cpu)
+    optimizer = learning.make_optimizer(config, params, cpu)
     assert isinstance(optimizer, torch.optim.RMSprop)
     assert {key: optimizer.param_groups[0][key] for key in options} == options
-    adam = offpolicy.make_optimizer(tiny(optimizer_kwargs={"betas": [0.5, 0.9]}), params, cpu)
+    adam = learning.make_optimizer(tiny(optimizer_kwargs={"betas": [0.5, 0.9]}), params, cpu)
     assert adam.param_groups[0]["betas"] == (0.5, 0.9)  # a YAML list becomes torch's tuple
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import networks
-from agents import dqn
+from agents import dqn, evaluation
 from networks import PRESETS, build, count_params
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -60,7 +60,7 @@ def test_recurrent_nets_take_it_through_their_pre_network():
 
 def test_an_agent_kind_gets_it_from_its_network_spec():
     config = dqn.Config(env_id="CartPole-v1", network={"type": "mlp", "hidden": [64, 64], "norm": "layer"})
-    q_net = dqn.build_q_network(config, dqn.make_env(config, 1, 0))
+    q_net = dqn.build_q_network(config, evaluation.make_env(config, 1, 0))
     assert sum(isinstance(m, nn.LayerNorm) for m in q_net.modules()) == 2
 
 

@@ -18,7 +18,9 @@ from test_drqn import Numbered
 from torch import nn
 
 from agents import dqn, drqn, losses, offpolicy
+from agents.checkpoints import Counters
 from agents.episode_replay import EpisodeReplay
+from agents.evaluation import make_env
 from agents.frame_replay import FrameReplay
 from agents.replay import Replay, ReplayBuffer
 from agents.schedules import Schedules, linear_schedule
@@ -97,7 +99,7 @@ def bn_network(kind: str) -> dict:
 
 def learner_for(kind: str, **overrides):
     config = tiny(kind, network=bn_network(kind), **overrides)
-    env = offpolicy.make_env(config, 1, 0)
+    env = make_env(config, 1, 0)
     torch.manual_seed(0)
     return config, KINDS[kind].Learner(config, KINDS[kind].build_q_network(config, env), torch.device("cpu"))
 
@@ -112,7 +114,7 @@ def nudge(module: nn.Module, by: float) -> None:
 def test_target_sync_copies_or_averages_the_same_way_for_every_kind(kind):
     config, learner = learner_for(kind, tau=1.0, target_update_interval=10)
     online, target = learner.q_net, learner.target_net
-    sync, counters = offpolicy.TargetSync(config, learner), offpolicy.Counters(vec_steps=10)
+    sync, counters = offpolicy.TargetSync(config, learner), Counters(vec_steps=10)
     nudge(online, 0.5)  # as after a resume: the online net moved on since the target's last copy
     sync(counters)  # the first sync after a start or a resume always copies
     for a, b in zip(target.state_dict().values(), online.state_dict().values()):
@@ -128,7 +130,7 @@ def test_target_sync_copies_or_averages_the_same_way_for_every_kind(kind):
     online, target = learner.q_net, learner.target_net
     before = {name: t.clone() for name, t in target.state_dict().items()}
     nudge(online, 1.0)
-    offpolicy.TargetSync(config, learner)(offpolicy.Counters(vec_steps=10))  # Polyak runs with or without updates
+    offpolicy.TargetSync(config, learner)(Counters(vec_steps=10))  # Polyak runs with or without updates
     params = dict(online.named_parameters())
     for name, value in target.state_dict().items():
         if name in params:  # θ' <- τ θ + (1 − τ) θ'

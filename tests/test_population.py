@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from agents import dqn, drqn, population
+from agents import dqn, drqn, evaluation, offpolicy, population
+from agents.members import network, setup
 from networks.errors import ConfigError
 from networks.typed_config import from_dict
 
@@ -185,6 +186,34 @@ def test_each_member_is_exactly_its_single_run(case):
             # a moment is a running mean of gradients: where those nearly cancel, rounding shows; compare to its scale
             scale = float(state["exp_avg"].abs().max())
             torch.testing.assert_close(opt["state"][i]["exp_avg"], state["exp_avg"], rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize(("case", "rows"), [("dqn-mlp", [0, 1, 2]), ("dqn-mlp", [0, 2]), ("drqn", [1])])
+def test_members_evaluated_together_each_get_their_own_evaluation(case, rows):
+    """The loop plays the greedy episodes of every due member at once (`evaluation.evaluate_members`: one forward of
+    the population's network per step, each member on its own eval envs with its own seed). Each member's returns,
+    episode by episode, are the ones its own `evaluate_net` gives, also when only some members are due."""
+    kind, config = config_of(case)
+    device, runs = setup(config, [Recorder() for _ in population.members(config)], None)
+    env = offpolicy.make_member_env(runs)
+    module = KINDS[kind]
+    container = dqn.QNetwork if kind == "dqn" else drqn.RecurrentQNetwork
+    q_net = network(runs, lambda member_config: module.build_q_network(member_config, env), (container,))
+    greedy = (lambda net: dqn.greedy(net, device)) if kind == "dqn" else (lambda net: drqn.RecurrentGreedy(net, device))
+    eval_envs = [evaluation.make_eval_env(run.config) for run in runs]
+    seeds = [run.config.seed + evaluation.EVAL_SEED_OFFSET for run in runs]
+    episodes = 5
+    together = evaluation.evaluate_members(
+        q_net, [eval_envs[k] for k in rows], rows, episodes, [seeds[k] for k in rows], greedy(q_net)
+    )
+    returns = []
+    for k, result in zip(rows, together):
+        alone = evaluation.evaluate_net(
+            q_net.member_module(k), eval_envs[k], episodes, seeds[k], greedy(q_net.member_module(k))
+        )
+        assert result["returns"] == alone["returns"] and len(alone["returns"]) == episodes
+        returns.append(alone["returns"])
+    assert len(rows) == 1 or len({tuple(r) for r in returns}) > 1  # the members play different episodes
 
 
 def test_by_default_members_match_their_single_runs_to_float_tolerance():

@@ -15,7 +15,7 @@ import yaml
 from trained_runs import tiny_run
 
 import agents
-from agents import offpolicy, pqn
+from agents import evaluation, pqn
 from envs.evaluation import run_episodes
 from launch.cli import main
 from launch.tracking import load_latest, read_metrics
@@ -110,7 +110,7 @@ def test_agents_load_plays_a_pqn_run_as_its_evaluation():
     run_dir = tiny_run("cartpole-pqn")
     policy = agents.load(run_dir, checkpoint="last")
     assert policy.kind == "pqn" and "pqn policy on CartPole-v1" in repr(policy)
-    env = offpolicy.make_env(policy.config, 3, 7, vectorization="sync")
+    env = evaluation.make_env(policy.config, 3, 7, vectorization="sync")
     played = run_episodes(env, lambda obs: policy.predict(obs)[0], episodes=3, seed=7)
     env.close()
     tree, _ = load_latest(run_dir)
