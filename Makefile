@@ -34,7 +34,7 @@ demo: $(STAMP)
 	@echo "learning curves: runs/demo-cartpole/report/curves/charts_episodic_return.png  (all plots: runs/demo-cartpole/report/index.html)"
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
