@@ -136,24 +136,23 @@ def resume_points(folders: list[Path]) -> list[tuple[dict | None, int | None, di
     had ended. Members that train on resume from the newest vector step that all of them saved; with none, they
     start again (step 0: their records and checkpoints are cleared)."""
     ended = [_ended_summary(folder) for folder in folders]
-    saved: list[dict[int, tuple[Path, dict, dict]]] = []
+    saved: list[dict[int, list[Path]]] = []
     for folder, summary in zip(folders, ended):
         if summary is None:
             clear_interrupted_writes(folder)
-            saved.append(_saved_by_vector_step(folder))
-    common = set.intersection(*(set(s) for s in saved)) if saved else set()
-    point = max(common, default=None)
-    starts, training = [], iter(saved)
+            saved.append(_stems_by_vector_step(folder))
+    loaded = iter(_load_newest_common(saved))
+    starts = []
     for folder, summary in zip(folders, ended):
         if summary is not None:
             starts.append((None, None, summary))
             continue
-        checkpoints = next(training)
-        if point is None:
+        found = next(loaded, None)
+        if found is None:
             _remove_checkpoints(folder, after=-1)
             starts.append((None, 0, None))
             continue
-        _, tree, meta = checkpoints[point]
+        tree, meta = found
         step = int(meta.get("step", 0))
         _remove_checkpoints(folder, after=step)
         starts.append((tree, step, None))
@@ -169,20 +168,51 @@ def _ended_summary(folder: Path) -> dict | None:
     return summary if isinstance(summary, dict) and summary.get("status") in ENDED else None
 
 
-def _saved_by_vector_step(folder: Path) -> dict[int, tuple[Path, dict, dict]]:
-    """A member's checkpoints that load, by the vector step they were taken at (newest kind first: a step checkpoint
-    before a best one at the same step)."""
-    found: dict[int, tuple[Path, dict, dict]] = {}
+def _stems_by_vector_step(folder: Path) -> dict[int, list[Path]]:
+    """A member's checkpoints by the vector step they were taken at, read from their JSON sidecars alone (no
+    tensors): at one step, newest kind first (a step checkpoint before a best one)."""
+    found: dict[int, list[Path]] = {}
     for stem in checkpoint_stems(folder, "any"):
         try:
-            tree, meta = io.load(stem)
+            counters = io.read_sidecar(stem)["tree"].get("counters")
         except CheckpointError:
             continue
-        counters = tree.get("counters") if isinstance(tree, dict) else None
         vec_steps = counters.get("vec_steps") if isinstance(counters, dict) else None
-        if isinstance(vec_steps, int) and vec_steps not in found:
-            found[vec_steps] = (stem, tree, meta)
+        if isinstance(vec_steps, int):
+            found.setdefault(vec_steps, []).append(stem)
     return found
+
+
+def _load_newest_common(saved: list[dict[int, list[Path]]]) -> list[tuple[dict, dict]]:
+    """(tree, meta) per member at the newest vector step where every member holds a checkpoint that loads; [] when
+    there is none. Only that step's checkpoints are loaded: one that fails (its tensors damaged) drops that step for
+    its member, and the next newest common step is tried."""
+    saved = [dict(stems) for stems in saved]
+    while saved:
+        common = set.intersection(*(set(stems) for stems in saved))
+        if not common:
+            return []
+        point = max(common)
+        loaded = []
+        for stems in saved:
+            found = _load_first(stems[point])
+            if found is None:
+                del stems[point]
+                break
+            loaded.append(found)
+        else:
+            return loaded
+    return []
+
+
+def _load_first(stems: list[Path]) -> tuple[dict, dict] | None:
+    """The first of `stems` that loads, as (tree, meta)."""
+    for stem in stems:
+        try:
+            return io.load(stem)
+        except CheckpointError:
+            continue
+    return None
 
 
 def _remove_checkpoints(folder: Path, *, after: int) -> None:

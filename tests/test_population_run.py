@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from robustness.robustkit import TINY as ROBUST_TINY
 from wandb_reader import history, offline_runs, run_config
@@ -25,6 +26,7 @@ from launch.config import load_config
 from launch.population import POPULATION_FILE, Record, _Progress, resume_points
 from launch.report.data import find_runs, group_runs
 from launch.tracking import read_metrics
+from networks import io
 from networks.run_folder import MEMBERS
 
 DLFORGE = str(Path(sys.executable).parent / "dlforge")
@@ -181,6 +183,40 @@ def test_kill_9_then_resume_continues_every_member_from_one_step(tmp_path):
     diverged = members[2]
     assert logged_steps(diverged)[-1] <= document["members"][2]["step"]
     assert_wandb_holds_every_step_once(diverged)
+
+
+def save_checkpoints(member_dir: Path, vec_steps: list[int]) -> None:
+    """Checkpoints as the loop saves them (one env per member: env step = vector step), with a replay tensor."""
+    for vec_step in vec_steps:
+        tree = {"counters": {"vec_steps": vec_step, "step": vec_step}, "replay": {"obs": torch.zeros(64, 4)}}
+        io.save(member_dir / "checkpoints" / f"step-{vec_step:09d}", tree, {"step": vec_step})
+
+
+def test_resume_reads_sidecars_to_choose_the_step_and_loads_only_that_step(tmp_path, monkeypatch):
+    members = [tmp_path / "seed0", tmp_path / "seed1"]
+    save_checkpoints(members[0], [10, 20, 30])
+    save_checkpoints(members[1], [10, 20])  # killed before its save at 30
+    loaded = []
+
+    def load(stem):
+        loaded.append(Path(stem).relative_to(tmp_path).as_posix())
+        return real_load(stem)
+
+    real_load = io.load
+    monkeypatch.setattr(io, "load", load)
+    starts = resume_points(members)
+    assert [(step, tree["counters"]["vec_steps"]) for tree, step, _ in starts] == [(20, 20), (20, 20)]
+    assert loaded == ["seed0/checkpoints/step-000000020", "seed1/checkpoints/step-000000020"]
+    assert not (members[0] / "checkpoints" / "step-000000030.json").exists()  # beyond the resume point
+
+    # a damaged checkpoint at the newest common step: the next newest common one, loaded alone
+    tensors = members[1] / "checkpoints" / "step-000000020.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-8])
+    loaded.clear()
+    starts = resume_points(members)
+    assert [step for _, step, _ in starts] == [10, 10]
+    assert loaded[-2:] == ["seed0/checkpoints/step-000000010", "seed1/checkpoints/step-000000010"]
+    assert len(loaded) == 4  # 20 (both members, the second damaged), then 10
 
 
 def test_the_progress_line_shows_members_alive_summed_steps_per_second_and_best_and_median_return(tmp_path):
