@@ -23,7 +23,8 @@ from wandb_reader import history, offline_runs, run_config
 from agents.population import members
 from launch.cli import main
 from launch.config import load_config
-from launch.population import POPULATION_FILE, Record, _Progress, resume_points
+from launch.population import resume_points
+from launch.population_record import POPULATION_FILE, Progress, Record
 from launch.report.data import find_runs, group_runs
 from launch.tracking import read_metrics
 from networks import io
@@ -222,7 +223,7 @@ def test_resume_reads_sidecars_to_choose_the_step_and_loads_only_that_step(tmp_p
 def test_the_progress_line_shows_members_alive_summed_steps_per_second_and_best_and_median_return(tmp_path):
     spec = load_config(write_config(tmp_path, population={"size": 3}))
     record = Record(tmp_path, spec, members(spec.config))
-    progress = _Progress(record, spec.config.total_steps)
+    progress = Progress(record, spec.config.total_steps)
     members_seen = [(100, 300, 20.0), (100, 200, 50.0), (50, 50, 10.0)]  # (first step, last step, latest return)
     for latest, (first, _, _) in zip(record.latest, members_seen):
         latest.update(step=first)
