@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -122,6 +123,24 @@ def test_a_member_that_diverges_stops_alone_and_says_why(tmp_path, capsys):
     means = [evaluation["members"][name]["mean_return"] for name in saved]
     assert evaluation["mean_return"] == pytest.approx(sum(means) / len(means))
     assert all((run_dir / MEMBERS / name / "eval.json").is_file() for name in saved)
+
+    # --save-trajectories on the population's folder: one file per member evaluated, PATH-<member>.npz
+    capsys.readouterr()
+    path = tmp_path / "episodes" / "steps.npz"
+    assert main(["eval", str(run_dir), "--episodes", "2", "--save-trajectories", str(path)]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trajectories: ")]
+    assert printed == [f"trajectories: {path.with_name(f'steps-{name}.npz')}" for name in saved]
+    assert sorted(p.name for p in path.parent.iterdir()) == [f"steps-{name}.npz" for name in saved]
+    for name in saved:
+        member_eval = json.loads((run_dir / MEMBERS / name / "eval.json").read_text())
+        assert member_eval["trajectories"] == str(path.with_name(f"steps-{name}.npz"))
+        with np.load(member_eval["trajectories"]) as steps:
+            assert steps["dones"].sum() == 2 and steps["rewards"].sum() == pytest.approx(sum(member_eval["returns"]))
+    bad = tmp_path / "elsewhere" / "steps.json"  # refused before any member is evaluated: nothing written
+    assert main(["eval", str(run_dir), "--save-trajectories", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --save-trajectories: expected a .npz path")
+    assert not bad.parent.exists()
 
 
 @pytest.mark.parametrize(
