@@ -35,13 +35,17 @@ class MemberEnvs:
         """Step the members where `stepping` (P,) is true with their `actions` (P, num_envs). Returns obs, rewards,
         terminated, truncated (P, num_envs, ...) and one info per member ({} for a member left out)."""
         members = np.flatnonzero(stepping)
-        if len(members) == self.members == 1:  # a single run: its own env's arrays, viewed with a member axis
+        if len(members) == self.members == 1:  # a single run: its own env's arrays (fresh each step), member axis on
             obs, rewards, terminated, truncated, info = self.envs[0].step(actions[0])
             self.obs = obs[None]
             return self.obs, rewards[None], terminated[None], truncated[None], [info]
         shape = (self.members, self.num_envs)
         rewards, terminated, truncated = np.zeros(shape), np.zeros(shape, bool), np.zeros(shape, bool)
-        obs, infos = self.obs.copy(), [{} for _ in range(self.members)]
+        # A new array, as the caller still holds the last one (the transition's obs); each row is written once:
+        # a member's new observation, or the last one of a member left out
+        obs, infos = np.empty_like(self.obs), [{} for _ in range(self.members)]
+        left_out = ~np.asarray(stepping, dtype=bool)
+        obs[left_out] = self.obs[left_out]
         for k in members:
             obs[k], rewards[k], terminated[k], truncated[k], infos[k] = self.envs[k].step(actions[k])
         self.obs = obs

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--save-trajectories",
         metavar="PATH.npz",
-        help="write the episodes' obs, actions, rewards and dones (seq2seq_ae trains on them: data=npz:PATH.npz)",
+        help="write the episodes' obs, actions, rewards and dones (seq2seq_ae trains on them: data=npz:PATH.npz); "
+        "a population's folder writes one file per member, PATH-<member>.npz",
     )
 
     gen = sub.add_parser("generate", help="sample from a trained generator or VAE (autoencoders reconstruct)")
@@ -175,8 +176,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"skipped (no checkpoint): {', '.join(result['skipped'])}")
     if result.get("video"):
         print(f"video: {result['video']}")
-    if result.get("trajectories"):
-        print(f"trajectories: {result['trajectories']}")
+    for evaluated in result.get("members", {}).values() or [result]:  # a population: each member's own file
+        if evaluated.get("trajectories"):
+            print(f"trajectories: {evaluated['trajectories']}")
     print(f"mean_return={result['mean_return']:.2f} std={result['std_return']:.2f} episodes={result['episodes']}")
     return 0
 

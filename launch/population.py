@@ -16,6 +16,8 @@ Crash safety: the loop checkpoints every running member on the same vector step 
 all of them saved (`counters.vec_steps`), cuts each member's metrics.jsonl back to that point, sets aside its
 cut-off W&B runs and removes its checkpoints from beyond that point. A member that had ended (its summary.json
 names its status) stays as it ended.
+
+population.json, each member's tracker and the progress line are launch/population_record.py's.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,13 @@ import yaml
 
 from agents import population
 from launch.config import RunSpec, to_dict
+from launch.population_record import ENDED, ENDED_TRACKER, MemberTracker, Progress, Record
 from launch.registry import trainer_module
 from launch.tracking import LocalTracker, clear_interrupted_writes, read_metrics
 from launch.wandb_recovery import has_cut_off_runs
 from networks import io
 from networks.errors import CheckpointError, ConfigError
 from networks.run_folder import CONFIG_FILE, MEMBERS, checkpoint_stems
-
-POPULATION_FILE = "population.json"
-ENDED = ("done", "solved", "stopped", "diverged")  # a member's status once it stopped training
 
 
 def is_population(spec: RunSpec) -> bool:
@@ -85,7 +83,7 @@ def train_population(
                 record.ended(k, ended)
                 close_cut_off(folder, specs[k])
         record.write()
-        shown = _Progress(record, spec.config.total_steps) if progress else None
+        shown = Progress(record, spec.config.total_steps) if progress else None
         for k, (folder, member_run, (_, step, ended)) in enumerate(zip(folders, specs, starts)):
             if ended is not None:
                 trackers.append(None)
@@ -101,7 +99,7 @@ def train_population(
             trackers.append(MemberTracker(inner, k, record, shown))
         summaries = trainer_module(spec.kind).train(
             spec.config,
-            [tracker if tracker is not None else _ENDED for tracker in trackers],
+            [tracker if tracker is not None else ENDED_TRACKER for tracker in trackers],
             resume=[tree for tree, _, _ in starts],
             finished=[ended is not None for _, _, ended in starts],
         )
@@ -136,24 +134,23 @@ def resume_points(folders: list[Path]) -> list[tuple[dict | None, int | None, di
     had ended. Members that train on resume from the newest vector step that all of them saved; with none, they
     start again (step 0: their records and checkpoints are cleared)."""
     ended = [_ended_summary(folder) for folder in folders]
-    saved: list[dict[int, tuple[Path, dict, dict]]] = []
+    saved: list[dict[int, list[Path]]] = []
     for folder, summary in zip(folders, ended):
         if summary is None:
             clear_interrupted_writes(folder)
-            saved.append(_saved_by_vector_step(folder))
-    common = set.intersection(*(set(s) for s in saved)) if saved else set()
-    point = max(common, default=None)
-    starts, training = [], iter(saved)
+            saved.append(_stems_by_vector_step(folder))
+    loaded = iter(_load_newest_common(saved))
+    starts = []
     for folder, summary in zip(folders, ended):
         if summary is not None:
             starts.append((None, None, summary))
             continue
-        checkpoints = next(training)
-        if point is None:
+        found = next(loaded, None)
+        if found is None:
             _remove_checkpoints(folder, after=-1)
             starts.append((None, 0, None))
             continue
-        _, tree, meta = checkpoints[point]
+        tree, meta = found
         step = int(meta.get("step", 0))
         _remove_checkpoints(folder, after=step)
         starts.append((tree, step, None))
@@ -169,20 +166,51 @@ def _ended_summary(folder: Path) -> dict | None:
     return summary if isinstance(summary, dict) and summary.get("status") in ENDED else None
 
 
-def _saved_by_vector_step(folder: Path) -> dict[int, tuple[Path, dict, dict]]:
-    """A member's checkpoints that load, by the vector step they were taken at (newest kind first: a step checkpoint
-    before a best one at the same step)."""
-    found: dict[int, tuple[Path, dict, dict]] = {}
+def _stems_by_vector_step(folder: Path) -> dict[int, list[Path]]:
+    """A member's checkpoints by the vector step they were taken at, read from their JSON sidecars alone (no
+    tensors): at one step, newest kind first (a step checkpoint before a best one)."""
+    found: dict[int, list[Path]] = {}
     for stem in checkpoint_stems(folder, "any"):
         try:
-            tree, meta = io.load(stem)
+            counters = io.read_sidecar(stem)["tree"].get("counters")
         except CheckpointError:
             continue
-        counters = tree.get("counters") if isinstance(tree, dict) else None
         vec_steps = counters.get("vec_steps") if isinstance(counters, dict) else None
-        if isinstance(vec_steps, int) and vec_steps not in found:
-            found[vec_steps] = (stem, tree, meta)
+        if isinstance(vec_steps, int):
+            found.setdefault(vec_steps, []).append(stem)
     return found
+
+
+def _load_newest_common(saved: list[dict[int, list[Path]]]) -> list[tuple[dict, dict]]:
+    """(tree, meta) per member at the newest vector step where every member holds a checkpoint that loads; [] when
+    there is none. Only that step's checkpoints are loaded: one that fails (its tensors damaged) drops that step for
+    its member, and the next newest common step is tried."""
+    saved = [dict(stems) for stems in saved]
+    while saved:
+        common = set.intersection(*(set(stems) for stems in saved))
+        if not common:
+            return []
+        point = max(common)
+        loaded = []
+        for stems in saved:
+            found = _load_first(stems[point])
+            if found is None:
+                del stems[point]
+                break
+            loaded.append(found)
+        else:
+            return loaded
+    return []
+
+
+def _load_first(stems: list[Path]) -> tuple[dict, dict] | None:
+    """The first of `stems` that loads, as (tree, meta)."""
+    for stem in stems:
+        try:
+            return io.load(stem)
+        except CheckpointError:
+            continue
+    return None
 
 
 def _remove_checkpoints(folder: Path, *, after: int) -> None:
@@ -203,190 +231,3 @@ def close_cut_off(folder: Path, member_run: RunSpec) -> None:
     tracker = LocalTracker(folder, member_run.tracking, config=member_run.resolved, resume_step=max(steps, default=0))
     tracker.summary(_ended_summary(folder) or {})
     tracker.close()
-
-
-# --- the population's record --------------------------------------------------------------------------------
-
-
-class Record:
-    """population.json: written at the start, whenever a member ends, and at the end (atomically each time)."""
-
-    def __init__(self, run_dir: Path, spec: RunSpec, found: list[population.Member]):
-        self.path = run_dir / POPULATION_FILE
-        self.name, self.kind = run_dir.name, spec.kind
-        self.members = [
-            {
-                "name": member.name,
-                "folder": f"{MEMBERS}/{member.name}",
-                "seed": member.seed,
-                "hyperparameters": member.hyperparameters,
-                "status": "running",
-                "reason": None,
-                "step": None,
-                "metrics": {},
-            }
-            for member in found
-        ]
-        self.latest: list[dict] = [{} for _ in found]  # each member's latest logged values and step (progress line)
-        self.stop_at_return = getattr(spec.config, "stop_at_return", None)
-        self.summary: dict[str, Any] = {}
-
-    def ended(self, k: int, summary: dict) -> None:
-        status = summary.get("status", "done")
-        step = summary.get("global_step")
-        reasons = {
-            "done": "reached total_steps",
-            "solved": f"an evaluation's mean return reached stop_at_return ({self.stop_at_return})",
-            "stopped": "its tracker asked it to stop",
-        }
-        self.members[k].update(
-            status=status,
-            step=step,
-            reason=summary.get("status/reason") or reasons.get(status),
-            metrics={key: value for key, value in summary.items() if isinstance(value, int | float | str)},
-        )
-
-    def alive(self) -> int:
-        return sum(member["status"] == "running" for member in self.members)
-
-    def finish(self) -> dict[str, Any]:
-        """The population's summary (written into population.json): members by status, and the mean, median, min
-        and max over members of each member's last evaluation."""
-        returns = [m["metrics"].get("eval/mean_return") for m in self.members]
-        returns = [value for value in returns if _number(value)]
-        summary: dict[str, Any] = {"members": len(self.members)}
-        for status in ENDED:
-            summary[f"members/{status}"] = sum(m["status"] == status for m in self.members)
-        if returns:
-            summary.update(
-                {
-                    "eval/mean_return": statistics.fmean(returns),
-                    "eval/median_return": statistics.median(returns),
-                    "eval/min_return": min(returns),
-                    "eval/max_return": max(returns),
-                }
-            )
-        self.summary = summary
-        self.write()
-        return summary
-
-    def write(self) -> None:
-        document = {"name": self.name, "kind": self.kind, "members": self.members, "summary": self.summary}
-        io.atomic_write_text(self.path, json.dumps(document, indent=2))
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-class MemberTracker:
-    """One member's tracker as the trainer sees it: the inner tracker (LocalTracker, or the factory's), which also
-    feeds the progress line, and which is closed as soon as the member ends, its status recorded in
-    population.json."""
-
-    def __init__(self, inner, index: int, record: Record, progress: _Progress | None):
-        self.inner, self.index, self.record, self.progress = inner, index, record, progress
-        self.closed = False
-
-    def log(self, metrics: dict[str, Any], step: int) -> None:
-        self.inner.log(metrics, step)
-        latest = self.record.latest[self.index]
-        latest.update({key: value for key, value in metrics.items() if _number(value)}, step=step)
-        if self.progress is not None:
-            self.progress.update()
-
-    def image(self, *args, **kwargs):
-        return self.inner.image(*args, **kwargs)
-
-    def video(self, *args, **kwargs):
-        return self.inner.video(*args, **kwargs)
-
-    def checkpoint(self, *args, **kwargs):
-        return self.inner.checkpoint(*args, **kwargs)
-
-    def should_stop(self) -> bool:
-        return self.inner.should_stop()
-
-    def summary(self, metrics: dict[str, Any]) -> None:
-        """The member's summary; one that names a status (the member ended) closes its tracker now."""
-        self.inner.summary(metrics)
-        if metrics.get("status") in ENDED:
-            self.record.ended(self.index, metrics)
-            self.record.write()
-            self.close(failed=metrics["status"] == "diverged")
-            if self.progress is not None:
-                self.progress.update()
-
-    def close(self, failed: bool = False) -> None:
-        if not self.closed:
-            self.closed = True
-            self.inner.close(failed=failed)
-
-
-class _Ended:
-    """The tracker of a member that had ended before a resume: the trainer never calls it."""
-
-    def log(self, metrics, step):  # pragma: no cover - never called
-        raise AssertionError("a member that had ended does not train")
-
-    image = video = checkpoint = summary = log
-
-    def should_stop(self) -> bool:
-        return True
-
-
-_ENDED = _Ended()
-
-
-class _Progress:
-    """The population's progress line: members alive, env steps per second summed over members, and the best and
-    median of the members' latest episodic returns."""
-
-    def __init__(self, record: Record, total_steps: int):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.record = record
-        self._bar = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(bar_width=24),
-            TextColumn("{task.fields[alive]} alive"),
-            TextColumn("{task.fields[sps]} steps/s"),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[returns]}"),
-            transient=False,
-        )
-        size = len(record.members)
-        self._task = self._bar.add_task("train", total=size * total_steps, alive=f"{size}/{size}", sps="-", returns="")
-        self._start = time.perf_counter()
-        self._first: dict[int, int] = {}  # member -> the first step it logged in this process
-        self._last = 0.0
-        self._bar.start()
-
-    def update(self) -> None:
-        now = time.perf_counter()
-        if now - self._last < 0.2:  # the bar redraws a few times a second; logging is more frequent
-            return
-        self._last = now
-        self._bar.update(self._task, **self.fields(now - self._start))
-
-    def fields(self, elapsed: float) -> dict[str, Any]:
-        """What the line shows after `elapsed` seconds: steps of all members, members alive, steps/s summed over
-        members, and the best and median of the members' latest episodic returns."""
-        record = self.record
-        steps = [latest.get("step", 0) for latest in record.latest]
-        for k, latest in enumerate(record.latest):  # a resumed member counts from its first step logged here
-            if "step" in latest:
-                self._first.setdefault(k, latest["step"])
-        sps = sum(steps[k] - first for k, first in self._first.items())
-        returns = [latest["charts/episodic_return"] for latest in record.latest if "charts/episodic_return" in latest]
-        return {
-            "completed": sum(steps),
-            "alive": f"{record.alive()}/{len(record.members)}",
-            "sps": f"{sps / elapsed:,.0f}" if elapsed > 0 else "-",
-            "returns": f"return best={max(returns):.4g} median={statistics.median(returns):.4g}" if returns else "",
-        }
-
-    def close(self) -> None:
-        self._last = 0.0
-        self.update()
-        self._bar.stop()

@@ -204,9 +204,8 @@ def evaluate_run(
     file that seq2seq_ae reads (`data=npz:PATH`). A population's folder: every member, see `_evaluate_population`."""
     spec = load_run_spec(run_dir)
     if is_population(spec):
-        if trajectories is not None:
-            raise ConfigError("--save-trajectories", "give one member's folder (RUN_DIR/members/NAME)")
-        return _evaluate_population(spec, run_dir, episodes=episodes, which=which, seed=seed, video=video)
+        options = {"episodes": episodes, "which": which, "seed": seed, "video": video}
+        return _evaluate_population(spec, run_dir, trajectories=trajectories, **options)
     module = trainer_module(spec.kind)
     # Agents' evaluate(config, tree, *, episodes, ...); generative modules may have an unrelated `evaluate` helper.
     parameters = inspect.signature(getattr(module, "evaluate", lambda: None)).parameters
@@ -237,17 +236,20 @@ def evaluate_run(
     return result
 
 
-def _evaluate_population(spec: RunSpec, run_dir: Path, **options) -> dict:
+def _evaluate_population(spec: RunSpec, run_dir: Path, *, trajectories: str | Path | None, **options) -> dict:
     """Each member evaluated as any run is (its own eval.json), on the same episode seeds; the population's
     eval.json holds every member's result, and the mean and standard deviation over members of their mean returns.
-    A member without a checkpoint (one that diverged before its first) is listed under `skipped`."""
+    A member without a checkpoint (one that diverged before its first) is listed under `skipped`. With
+    `trajectories` (PATH.npz), member NAME's episodes go to PATH-NAME.npz (`member_trajectories`)."""
+    path = None if trajectories is None else _trajectories_path(trajectories)  # checked before any member runs
     results, skipped = {}, []
     for member in population_members(spec.config):
         member_dir = run_dir / MEMBERS / member.name
         if not checkpoint_stems(member_dir, "any"):
             skipped.append(member.name)
             continue
-        results[member.name] = evaluate_run(member_dir, **options)
+        member_path = None if path is None else member_trajectories(path, member.name)
+        results[member.name] = evaluate_run(member_dir, trajectories=member_path, **options)
     if not results:
         raise ConfigError("run", f"{run_dir}: no member of this population holds a checkpoint yet")
     means = np.array([result["mean_return"] for result in results.values()])
@@ -260,6 +262,12 @@ def _evaluate_population(spec: RunSpec, run_dir: Path, **options) -> dict:
     }
     io.atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
     return result
+
+
+def member_trajectories(path: Path, member: str) -> Path:
+    """Where a population member's trajectories go when the population's are asked for at `path`:
+    traj.npz -> traj-seed0.npz."""
+    return path.with_name(f"{path.stem}-{member}{path.suffix}")
 
 
 def _trajectories_path(path: str | Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from launch.population import POPULATION_FILE
+from launch.population_record import POPULATION_FILE
 from launch.sweep_config import SweepPlan
 from launch.sweep_trial import CONFIG_ERROR, TRIAL_FILE, member_result
 from launch.text import short

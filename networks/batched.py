@@ -8,7 +8,8 @@ How each layer takes the member axis (one CPU thread; benchmarks/README.md, "Pop
 - Linear: weights (P, out, in) and one `baddbmm` for every member. At DQN's sizes a layer's cost is mostly
   per-call overhead, which the batch pays once: a 64-64 MLP update for 16 members cost a third of 16 separate ones.
   `torch.func` (vmap over stacked modules) gave the same maths and was slower.
-- Flatten and pooling: the member axis folded into the batch.
+- Flatten: its dims (negative ones too) count in each member's input, so the member axis is never flattened.
+- Pooling: the member axis folded into the batch.
 - Every other layer with parameters (Conv2d, LayerNorm, GroupNorm, an LSTM / GRU encoder, ...) is looped: one call
   per member with that member's slices of the stacked parameters (torch.func.functional_call). Their one-member
   kernels are already compute-bound on a CPU: grouped convolutions were no faster than the loop, and an LSTM batched
@@ -21,6 +22,9 @@ prioritized draw) as its single run does, at a cost in speed.
 Refused (ConfigError): batch norm (statistics across the batch) and dropout (random draws members would share).
 Members never mix: every operation is per member, so a reduction of the output per member, summed over members,
 has member k's gradient in member k's parameters only.
+
+Layers are matched by their exact class: a subclass (of nn.Sequential, of an activation, ...) may have its own
+forward, which need not take a leading member axis, so it is looped like any other layer and keeps its forward.
 
 A population of one is the plain module itself, called with the axis taken off and put back: any architecture.
 """
@@ -38,6 +42,7 @@ from torch.func import functional_call
 from networks.activations import BinaryStep, LinearActivation
 from networks.errors import ConfigError
 from networks.heads import DuelingHead, QHead
+from networks.mlp import Encoder
 
 ELEMENTWISE = (
     nn.ReLU,
@@ -52,15 +57,16 @@ ELEMENTWISE = (
     LinearActivation,
 )
 FOLDED = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # per sample: fold P into N
-CONTAINERS = (nn.Sequential, QHead, DuelingHead)  # forward works with any leading dims
+CONTAINERS = (nn.Sequential, Encoder, QHead, DuelingHead)  # forward works with any leading dims
 REFUSED = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout2d)
 
 
 class Members(nn.Module):
     """P networks of one architecture: input and output tensors carry a leading member axis (P, ...).
     `containers`: module classes whose forward is indifferent to leading dims (e.g. a Q-network that only
-    chains its encoder and head); their children are batched one by one. `exact`: each member bit for bit its single
-    module on a CPU, at a cost in speed (`Linear`); else to float rounding."""
+    chains its encoder and head); their children are batched one by one (these exact classes: a subclass is looped).
+    `exact`: each member bit for bit its single module on a CPU, at a cost in speed (`Linear`); else to float
+    rounding."""
 
     def __init__(self, modules: Sequence[nn.Module], containers: tuple[type, ...] = (), exact: bool = False):
         super().__init__()
@@ -132,13 +138,12 @@ def _stack(module: nn.Module, members: list[nn.Module], containers: tuple[type, 
     if type(module) is nn.Linear:
         return Linear(members, exact)
     if type(module) is nn.Flatten:
-        end = module.end_dim if module.end_dim < 0 else module.end_dim + 1
-        return nn.Flatten(module.start_dim + 1, end)
-    if isinstance(module, ELEMENTWISE):
+        return Flatten(module.start_dim, module.end_dim)
+    if type(module) in ELEMENTWISE:  # exact classes: a subclass's forward may not be elementwise
         return copy.deepcopy(module)
-    if isinstance(module, FOLDED):
+    if type(module) in FOLDED:
         return Folded(copy.deepcopy(module))
-    if isinstance(module, containers) and not own:
+    if type(module) in containers and not own:
         shell = copy.copy(module)  # the same forward; its children replaced below
         shell._modules = {
             name: _stack(child, [member.get_submodule(name) for member in members], containers, exact)
@@ -217,6 +222,28 @@ def exact_batched(shape: tuple, weight: torch.Tensor, bias: torch.Tensor | None,
             if not all(torch.equal(a, c) for a, c in pairs):
                 return False
     return True
+
+
+class Flatten(nn.Module):
+    """nn.Flatten(start_dim, end_dim) for each member: x (P, ...) where member k's own input is x[k]. The dims count
+    in a member's input, negative ones from its end, so the member axis in front is never flattened (a dim that is out
+    of range for a member's input fails as nn.Flatten would)."""
+
+    def __init__(self, start_dim: int, end_dim: int):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rank = x.dim() - 1  # a member's input
+        start, end = (_member_dim(dim, rank) for dim in (self.start_dim, self.end_dim))
+        return x.flatten(start + 1, end + 1)
+
+
+def _member_dim(dim: int, rank: int) -> int:
+    """`dim` of a member's input of `rank` dims as a non-negative index."""
+    if not -rank <= dim < rank:
+        raise IndexError(f"Flatten: dimension {dim} is out of range for a member's input of {rank} dims")
+    return dim % rank
 
 
 class Folded(nn.Module):

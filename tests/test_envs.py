@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import envs
 from envs.evaluation import run_episodes
+from envs.members import MemberEnvs
 from networks.errors import ConfigError
 
 
@@ -101,3 +102,34 @@ def test_run_episodes_is_reproducible_and_splits_episodes_across_envs():
     again = run_episodes(env, policy, episodes=5, seed=3)
     assert first == again and first["episodes"] == 5 and len(first["returns"]) == 5
     assert first["mean_return"] == pytest.approx(np.mean(first["returns"]))
+
+
+@pytest.mark.parametrize("vectorization", ["vector", "sync", "async"])
+def test_each_step_returns_fresh_observations(vectorization):
+    """A single run's MemberEnvs hands on its env's observations without copying them: each step's must be new."""
+    env = envs.make("CartPole-v1", 2, seed=0, vectorization=vectorization)
+    env.reset()
+    first, *_ = env.step(np.zeros(2, dtype=np.int64))
+    kept = first.copy()
+    second, *_ = env.step(np.ones(2, dtype=np.int64))
+    env.close()
+    assert not np.shares_memory(first, second) and np.array_equal(first, kept)
+
+
+def test_member_envs_leave_the_last_observations_alone_and_a_left_out_member_where_it_was():
+    seeds = (0, 1, 2)
+    together = MemberEnvs([envs.make("CartPole-v1", 2, seed) for seed in seeds])
+    alone = [envs.make("CartPole-v1", 2, seed) for seed in seeds]
+    together.reset(seeds)
+    for env, seed in zip(alone, seeds):
+        env.reset(seed=seed)
+    actions = np.array([[0, 1], [1, 0], [1, 1]])
+    first, *_ = together.step(actions, np.ones(3, dtype=bool))
+    kept = first.copy()
+    second, rewards, *_ = together.step(actions, np.array([True, False, True]))
+    assert np.array_equal(first, kept) and not np.shares_memory(first, second)  # the caller's last obs untouched
+    assert np.array_equal(second[1], first[1]) and not rewards[1].any()  # member 1 left out
+    for k in (0, 2):  # the members that stepped twice, as their own envs do
+        alone[k].step(actions[k])
+        assert np.array_equal(second[k], alone[k].step(actions[k])[0])
+    together.close()

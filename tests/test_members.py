@@ -67,6 +67,64 @@ def test_exact_members_are_their_single_modules_bit_for_bit_and_the_default_to_f
                     torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
+class Centred(nn.Sequential):
+    """A user's container whose forward centres its batch first: not indifferent to a leading member axis."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x - x.mean(0, keepdim=True))
+
+
+class BatchScaledReLU(nn.ReLU):
+    """An activation subclass whose forward is not elementwise (it scales by the batch's largest value)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) / x.abs().amax(0, keepdim=True)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Centred(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
+        lambda: nn.Sequential(nn.Linear(4, 8), BatchScaledReLU(), nn.Linear(8, 2)),
+    ],
+    ids=["sequential-subclass", "activation-subclass"],
+)
+def test_a_subclass_of_a_batched_layer_keeps_its_own_forward_per_member(build):
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(build())
+    x = torch.randn(3, 5, 4)
+    out = Members(nets)(x)
+    for k, net in enumerate(nets):
+        torch.testing.assert_close(out[k], net(x[k]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "flatten, member_input, width",
+    [((-3, -1), (5, 2, 3, 4), 24), ((-3, -2), (5, 2, 3, 4), 4), ((1, -2), (5, 2, 3, 4), 4), ((1, 2), (5, 2, 3, 4), 4)],
+)
+def test_flatten_dims_count_in_each_members_input_negative_ones_too(flatten, member_input, width):
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(nn.Sequential(nn.Flatten(*flatten), nn.Linear(width, 2)))
+    x = torch.randn(3, *member_input)
+    out = Members(nets)(x)
+    for k, net in enumerate(nets):
+        assert out[k].shape == net(x[k]).shape
+        torch.testing.assert_close(out[k], net(x[k]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_flatten_dim_beyond_a_members_input_fails_as_it_does_alone():
+    nets = [nn.Sequential(nn.Flatten(-3), nn.Linear(6, 2)) for _ in range(2)]
+    x = torch.randn(2, 5, 6)  # each member's input (5, 6) has no dim -3: never flatten the member axis into it
+    with pytest.raises(IndexError):
+        nets[0](x[0])
+    with pytest.raises(IndexError, match="out of range"):
+        Members(nets)(x)
+
+
 def adam(nets: Members) -> MemberAdam:
     optimizer = MemberAdam(list(nets.parameters()), np.array([1e-3, 2e-3]), np.array([10.0, 10.0]))
     optimizer.template = adam_template(nets.template)

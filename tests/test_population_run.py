@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from robustness.robustkit import TINY as ROBUST_TINY
 from wandb_reader import history, offline_runs, run_config
@@ -22,9 +24,11 @@ from wandb_reader import history, offline_runs, run_config
 from agents.population import members
 from launch.cli import main
 from launch.config import load_config
-from launch.population import POPULATION_FILE, Record, _Progress, resume_points
+from launch.population import resume_points
+from launch.population_record import POPULATION_FILE, Progress, Record
 from launch.report.data import find_runs, group_runs
 from launch.tracking import read_metrics
+from networks import io
 from networks.run_folder import MEMBERS
 
 DLFORGE = str(Path(sys.executable).parent / "dlforge")
@@ -120,6 +124,24 @@ def test_a_member_that_diverges_stops_alone_and_says_why(tmp_path, capsys):
     assert evaluation["mean_return"] == pytest.approx(sum(means) / len(means))
     assert all((run_dir / MEMBERS / name / "eval.json").is_file() for name in saved)
 
+    # --save-trajectories on the population's folder: one file per member evaluated, PATH-<member>.npz
+    capsys.readouterr()
+    path = tmp_path / "episodes" / "steps.npz"
+    assert main(["eval", str(run_dir), "--episodes", "2", "--save-trajectories", str(path)]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trajectories: ")]
+    assert printed == [f"trajectories: {path.with_name(f'steps-{name}.npz')}" for name in saved]
+    assert sorted(p.name for p in path.parent.iterdir()) == [f"steps-{name}.npz" for name in saved]
+    for name in saved:
+        member_eval = json.loads((run_dir / MEMBERS / name / "eval.json").read_text())
+        assert member_eval["trajectories"] == str(path.with_name(f"steps-{name}.npz"))
+        with np.load(member_eval["trajectories"]) as steps:
+            assert steps["dones"].sum() == 2 and steps["rewards"].sum() == pytest.approx(sum(member_eval["returns"]))
+    bad = tmp_path / "elsewhere" / "steps.json"  # refused before any member is evaluated: nothing written
+    assert main(["eval", str(run_dir), "--save-trajectories", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --save-trajectories: expected a .npz path")
+    assert not bad.parent.exists()
+
 
 @pytest.mark.parametrize(
     "population, field",
@@ -183,10 +205,44 @@ def test_kill_9_then_resume_continues_every_member_from_one_step(tmp_path):
     assert_wandb_holds_every_step_once(diverged)
 
 
+def save_checkpoints(member_dir: Path, vec_steps: list[int]) -> None:
+    """Checkpoints as the loop saves them (one env per member: env step = vector step), with a replay tensor."""
+    for vec_step in vec_steps:
+        tree = {"counters": {"vec_steps": vec_step, "step": vec_step}, "replay": {"obs": torch.zeros(64, 4)}}
+        io.save(member_dir / "checkpoints" / f"step-{vec_step:09d}", tree, {"step": vec_step})
+
+
+def test_resume_reads_sidecars_to_choose_the_step_and_loads_only_that_step(tmp_path, monkeypatch):
+    members = [tmp_path / "seed0", tmp_path / "seed1"]
+    save_checkpoints(members[0], [10, 20, 30])
+    save_checkpoints(members[1], [10, 20])  # killed before its save at 30
+    loaded = []
+
+    def load(stem):
+        loaded.append(Path(stem).relative_to(tmp_path).as_posix())
+        return real_load(stem)
+
+    real_load = io.load
+    monkeypatch.setattr(io, "load", load)
+    starts = resume_points(members)
+    assert [(step, tree["counters"]["vec_steps"]) for tree, step, _ in starts] == [(20, 20), (20, 20)]
+    assert loaded == ["seed0/checkpoints/step-000000020", "seed1/checkpoints/step-000000020"]
+    assert not (members[0] / "checkpoints" / "step-000000030.json").exists()  # beyond the resume point
+
+    # a damaged checkpoint at the newest common step: the next newest common one, loaded alone
+    tensors = members[1] / "checkpoints" / "step-000000020.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-8])
+    loaded.clear()
+    starts = resume_points(members)
+    assert [step for _, step, _ in starts] == [10, 10]
+    assert loaded[-2:] == ["seed0/checkpoints/step-000000010", "seed1/checkpoints/step-000000010"]
+    assert len(loaded) == 4  # 20 (both members, the second damaged), then 10
+
+
 def test_the_progress_line_shows_members_alive_summed_steps_per_second_and_best_and_median_return(tmp_path):
     spec = load_config(write_config(tmp_path, population={"size": 3}))
     record = Record(tmp_path, spec, members(spec.config))
-    progress = _Progress(record, spec.config.total_steps)
+    progress = Progress(record, spec.config.total_steps)
     members_seen = [(100, 300, 20.0), (100, 200, 50.0), (50, 50, 10.0)]  # (first step, last step, latest return)
     for latest, (first, _, _) in zip(record.latest, members_seen):
         latest.update(step=first)

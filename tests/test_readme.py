@@ -95,5 +95,8 @@ def test_populations_section(workdir):
     outputs = run_blocks("## Populations", workdir)
     assert outputs[0].strip().endswith("run: runs/pop")
     assert [line.split(":")[0] for line in outputs[1].splitlines()[:4]] == ["seed0", "seed1", "seed2", "seed3"]
-    assert outputs[2].startswith("mean_return=")
+    assert [line for line in outputs[2].splitlines() if line.startswith("trajectories")] == [
+        f"trajectories: steps-seed{k}.npz" for k in range(4)
+    ]
+    assert outputs[3].startswith("mean_return=")
     assert (workdir / "runs/pop/population.json").is_file() and (workdir / "runs/pop/report/index.html").is_file()
