@@ -13,8 +13,8 @@ Targets and how each is measured:
 - GAN (MLP), digits: all 10 digits present in the LeNet judge's histogram of 1,000 samples; FLD and PRDC.
 - VAE, mnist5k: test ELBO >= pytorch/examples' 784-400-20 VAE loop (below) at the same steps, batch and split,
   both scored with vae.test_elbo's single-sample estimator and seed; FLD and PRDC of its prior samples.
-- DCGAN, mnist5k (configs/dcgan/mnist5k.yaml: averaged G, minibatch std), per seed: every digit at 5-15% of
-  1,000 samples, and FLD <= a plain pytorch/examples-style loop of the same recipe without those two, same
+- DCGAN, mnist5k (configs/dcgan/mnist5k.yaml: averaged G, PacGAN pairs, R1), per seed: every digit at 5-15% of
+  1,000 samples, and FLD <= a plain pytorch/examples-style loop of the same recipe without those three, same
   budget and split, both scored by the same LeNet judge in this process; PRDC beside.
 - conditional DCGAN (configs/dcgan/mnist5k-conditional.yaml): the judge puts >= 95% of the samples drawn for each
   digit in that digit, averaged over digits.
