@@ -13,8 +13,8 @@ Targets and how each is measured:
 - GAN (MLP), digits: all 10 digits present in the LeNet judge's histogram of 1,000 samples; FLD and PRDC.
 - VAE, mnist5k: test ELBO >= pytorch/examples' 784-400-20 VAE loop (below) at the same steps, batch and split,
   both scored with vae.test_elbo's single-sample estimator and seed; FLD and PRDC of its prior samples.
-- DCGAN, mnist5k (configs/dcgan/mnist5k.yaml: averaged G, minibatch std), per seed: every digit at 5-15% of
-  1,000 samples, and FLD <= a plain pytorch/examples-style loop of the same recipe without those two, same
+- DCGAN, mnist5k (configs/dcgan/mnist5k.yaml: averaged G, PacGAN pairs, R1), per seed: every digit at 5-15% of
+  1,000 samples, and FLD <= a plain pytorch/examples-style loop of the same recipe without those three, same
   budget and split, both scored by the same LeNet judge in this process; PRDC beside.
 - conditional DCGAN (configs/dcgan/mnist5k-conditional.yaml): the judge puts >= 95% of the samples drawn for each
   digit in that digit, averaged over digits.
@@ -238,16 +238,36 @@ def bench_dcgan(args) -> dict:
 
 
 def dcgan_seed(args, seed: int) -> dict:
-    from generative.classifier import fit_judge
-    from generative.data import load_images
-    from generative.metrics import FrechetLeNetDistance, JudgeFeatures, class_histogram, prdc
     from launch.config import load_config
 
     overrides = [*args.overrides("dcgan"), f"seed={seed}"]
     config = load_config(REPO / "configs/dcgan/mnist5k.yaml", overrides).config
     summary, run_dir = dlforge_run("configs/dcgan/mnist5k.yaml", args.out, f"dcgan-seed{seed}", overrides)
+    plain = plain_dcgan(config)
+    shares = [summary[f"eval/class_{c}"] for c in range(10)]
+    result = {
+        "dlforge_fld": summary["eval/fld"], "reference_fld": plain["fld"],
+        "dlforge_class_shares": shares, "reference_class_shares": plain["class_shares"],
+        "dlforge_prdc": prdc_of(summary), "reference_prdc": plain["prdc"],
+        "dlforge_images_per_s": summary["charts/images_per_s"], "reference_images_per_s": plain["images_per_s"],
+        "coverage_met": all(0.05 <= s <= 0.15 for s in shares),
+        "reference_coverage_met": all(0.05 <= s <= 0.15 for s in plain["class_shares"]),
+        "dlforge_wall_s": summary["wall_s"], "run_dir": str(run_dir),
+    }  # fmt: skip
+    result["fld_met"] = result["dlforge_fld"] <= result["reference_fld"]
+    if args.speed:
+        result["interleaved_ratio"] = interleaved_throughput(config, rounds=10, steps=50)
+    return result
 
-    # the reference: same networks, init, optimiser, batch, steps and data split; its own plain loop
+
+def plain_dcgan(config) -> dict:
+    """The reference for one DCGAN config: the same networks, init, optimiser, batch, steps, seed and data split in
+    its own plain loop, scored by the judge dlforge's run used (fit_judge caches it; another process retrains the
+    same one from the seed) on `eval_samples` samples."""
+    from generative.classifier import fit_judge
+    from generative.data import load_images
+    from generative.metrics import FrechetLeNetDistance, JudgeFeatures, class_histogram, prdc
+
     data = load_images(config.data, seed=config.seed, image_size=config.image_size)
     torch.manual_seed(config.seed)
     netG, netD = reference_dcgan(config.latent_dim, config.ngf, config.ndf)
@@ -259,32 +279,17 @@ def dcgan_seed(args, seed: int) -> dict:
         for _ in range(config.total_steps):
             reference_step(netG, netD, optG, optD, x_train[torch.randint(len(x_train), (config.batch_size,))],
                            config.latent_dim)  # fmt: skip
-    reference_ips = config.total_steps * config.batch_size / (time.perf_counter() - started)
-
-    # both scored by the same judge (fit_judge caches the one dlforge's run trained) on 1,000 samples each
-    judge = fit_judge(data, steps=config.judge_steps, seed=config.seed, device=torch.device("cpu"))
-    x_test = torch.from_numpy(data.x_test)
-    fld = FrechetLeNetDistance(judge, x_test)
-    netG.eval()
-    with torch.no_grad():
-        samples = ((netG(torch.randn(config.eval_samples, config.latent_dim, 1, 1)) + 1) / 2).clamp(0, 1)
-        features = JudgeFeatures(judge)
-        reference_prdc = prdc(features(x_test), features(samples))
-    shares = [summary[f"eval/class_{c}"] for c in range(10)]
-    reference_shares = class_histogram(judge.predict(samples), 10).tolist()
-    result = {
-        "dlforge_fld": summary["eval/fld"], "reference_fld": fld(samples),
-        "dlforge_class_shares": shares, "reference_class_shares": reference_shares,
-        "dlforge_prdc": prdc_of(summary), "reference_prdc": reference_prdc,
-        "dlforge_images_per_s": summary["charts/images_per_s"], "reference_images_per_s": reference_ips,
-        "coverage_met": all(0.05 <= s <= 0.15 for s in shares),
-        "reference_coverage_met": all(0.05 <= s <= 0.15 for s in reference_shares),
-        "dlforge_wall_s": summary["wall_s"], "run_dir": str(run_dir),
-    }  # fmt: skip
-    result["fld_met"] = result["dlforge_fld"] <= result["reference_fld"]
-    if args.speed:
-        result["interleaved_ratio"] = interleaved_throughput(config, rounds=10, steps=50)
-    return result
+        images_per_s = config.total_steps * config.batch_size / (time.perf_counter() - started)
+        judge = fit_judge(data, steps=config.judge_steps, seed=config.seed, device=torch.device("cpu"))
+        x_test = torch.from_numpy(data.x_test)
+        netG.eval()
+        with torch.no_grad():
+            samples = ((netG(torch.randn(config.eval_samples, config.latent_dim, 1, 1)) + 1) / 2).clamp(0, 1)
+            features = JudgeFeatures(judge)
+            return {"fld": FrechetLeNetDistance(judge, x_test)(samples),
+                    "prdc": prdc(features(x_test), features(samples)),
+                    "class_shares": class_histogram(judge.predict(samples), 10).tolist(),
+                    "images_per_s": images_per_s}  # fmt: skip
 
 
 def bench_conditional(args) -> dict:

@@ -9,8 +9,9 @@ A kind supplies only `build(config, image_shape, num_classes) -> (generator, dis
 Stability options (the non-saturating loss: Goodfellow et al. 2014; one-sided label smoothing: Salimans et al.
 2016; spectral norm on the discriminator: Miyato et al. 2018; separate learning rates, TTUR: Heusel et al. 2017;
 an average of the generator's weights and a minibatch standard-deviation feature: Karras et al. 2018; packing:
-Lin et al. 2018). Alarms: mode collapse (judge histogram) and a discriminator that wins outright (loss near zero
-for many steps). Images in [-1, 1] inside, [0, 1] outside.
+Lin et al. 2018; the R1 penalty: Mescheder et al. 2018; top-k generator updates: Sinha et al. 2020). Alarms: mode
+collapse (judge histogram) and a discriminator that wins outright (loss near zero for many steps). Images in [-1, 1]
+inside, [0, 1] outside.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ class Stability:
     # the same class when conditional): a G that ignores z and draws one image per class pays most (mode seeking,
     # Mao et al. 2019). 0 = off.
     mode_seeking: float = field(default=0.0, metadata={"ge": 0})
+    # > 0: D also pays r1_gamma / 2 * E ||dD(x)/dx||^2 on real images (R1, Mescheder et al. 2018, "Which training
+    # methods for GANs do actually converge?"): D's slope on the data is pushed to zero, so G and D settle where G
+    # matches the data instead of circling it; their image experiments used 10. 0 = off.
+    r1_gamma: float = field(default=0.0, metadata={"ge": 0})
+    # < 1: G learns only from the k fakes D scores most real, k shrinking 0.99x per epoch from the whole batch down
+    # to this fraction of it (top-k training, Sinha et al. 2020, who kept 0.5-0.75): the gradients of the worst
+    # fakes can push them away from their nearest mode. 1 = off.
+    top_k: float = field(default=1.0, metadata={"gt": 0, "le": 1})
 
 
 @dataclass
@@ -101,6 +110,19 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, smo
     real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, 1.0 - smoothing))
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     return real + fake
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E ||dD(x)/dx||^2 over the real samples (Mescheder et al. 2018); `real` must require grad. Differentiable,
+    so D's optimiser can lower it."""
+    (slope,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)  # (B, C, H, W)
+    return slope.pow(2).flatten(1).sum(1).mean()
+
+
+def top_k_count(batch: int, epoch: float, floor: float, decay: float = 0.99) -> int:
+    """How many of a batch's fakes G learns from: batch * decay^epoch, never below ceil(floor * batch) (Sinha et
+    al. 2020's schedule)."""
+    return max(math.ceil(floor * batch), min(batch, int(batch * decay**epoch)))
 
 
 def generator_loss(fake_logits: torch.Tensor, non_saturating: bool = True) -> torch.Tensor:
@@ -207,6 +229,7 @@ def train_adversarial(
         timing = {"train_s": 0.0, "alarms": 0}
         pack = functools.partial(packed, pack=config.stability.pack)
         seeking = config.stability.mode_seeking
+        r1_gamma, top_k = config.stability.r1_gamma, config.stability.top_k
 
         def update(step: int) -> dict[str, float | torch.Tensor]:
             started = time.perf_counter()
@@ -215,19 +238,27 @@ def train_adversarial(
             labels = None if real_labels is None else real_labels[index]
             fake_labels = labels if seeking == 0 else paired(labels)  # the real batch's classes
             z = torch.randn(config.batch_size, config.latent_dim, device=device)
+            real_input = pack(real).requires_grad_(r1_gamma > 0)  # R1 differentiates D's logit by it
+            losses = {}
             with autocast:
                 fake = call(run_g, z, fake_labels)
                 # (1) discriminator: real vs fake; detach() keeps the generator out of this update
+                real_logits = call(run_d, real_input, labels)
                 d_loss = discriminator_loss(
-                    call(run_d, pack(real), labels),
-                    call(run_d, pack(fake.detach()), fake_labels),
-                    config.stability.label_smoothing,
+                    real_logits, call(run_d, pack(fake.detach()), fake_labels), config.stability.label_smoothing
                 )
+                if r1_gamma > 0:
+                    losses["losses/r1"] = r1_penalty(real_logits, real_input)
+                    d_loss = d_loss + r1_gamma / 2 * losses["losses/r1"]
             common.optimize(opt_d, d_loss)
             # (2) generator: fool the discriminator, frozen (no gradients for its weights)
             discriminator.requires_grad_(False)
             with autocast:
-                g_loss = generator_loss(call(run_d, pack(fake), fake_labels), config.stability.non_saturating)
+                fake_logits = call(run_d, pack(fake), fake_labels)  # (B / pack, 1)
+                if top_k < 1:  # only the fakes D finds most real teach G
+                    epoch = step * config.batch_size / len(real_images)
+                    fake_logits = fake_logits.topk(top_k_count(len(fake_logits), epoch, top_k), dim=0).values
+                g_loss = generator_loss(fake_logits, config.stability.non_saturating)
                 if seeking > 0:
                     g_loss = g_loss + seeking * mode_seeking_loss(fake, z)
             common.optimize(opt_g, g_loss)
@@ -242,6 +273,7 @@ def train_adversarial(
                 timing["alarms"] += 1
                 tracker.log({"charts/alarm_discriminator_wins": 1.0}, step)
             return {"losses/discriminator": d_value, "losses/generator": g_loss.detach(),
+                    **{name: value.detach() for name, value in losses.items()},
                     "charts/images_per_s": images_per_s(step)}  # fmt: skip
 
         def images_per_s(step: int) -> float:

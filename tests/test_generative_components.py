@@ -14,6 +14,7 @@ from generative.common import make_tree, restore_tree
 from generative.vae import negative_elbo
 from networks import io
 from networks.errors import CheckpointError, ConfigError
+from networks.typed_config import from_dict
 
 LN2 = math.log(2)
 
@@ -205,6 +206,33 @@ def test_mode_seeking_loss_by_hand_and_pairs_share_a_class():
     ignores_z = torch.zeros(2, 3)  # one image whatever z: the largest penalty
     assert mode_seeking_loss(ignores_z, z).item() == pytest.approx(1e5)
     assert paired(torch.tensor([3, 1, 4, 1, 5])).tolist() == [3, 1, 3, 1, 5] and paired(None) is None
+
+
+def test_r1_penalty_by_hand_and_differentiable():
+    from generative.adversarial import r1_penalty
+
+    weight = torch.tensor([3.0, 4.0], requires_grad=True)
+    real = torch.tensor([[1.0, 2.0], [-1.0, 0.5]], requires_grad=True)
+    # a linear D(x) = w . x has slope w at every x: ||w||^2 = 25 for each sample
+    penalty = r1_penalty(real @ weight, real)
+    assert penalty.item() == pytest.approx(25.0)
+    penalty.backward()  # d||w||^2 / dw = 2w: D's optimiser can lower it
+    torch.testing.assert_close(weight.grad, torch.tensor([6.0, 8.0]))
+    # D(x) = sum x^2 has slope 2x: mean of ||2x||^2 = (4 * 5 + 4 * 1.25) / 2
+    assert r1_penalty((real**2).sum(1), real).item() == pytest.approx(12.5)
+
+
+def test_top_k_count_shrinks_per_epoch_to_its_floor():
+    from generative.adversarial import top_k_count
+
+    assert top_k_count(64, epoch=0, floor=0.5) == 64  # the whole batch at first
+    assert top_k_count(64, epoch=10, floor=0.5) == 57  # int(64 * 0.99^10 = 57.9)
+    assert top_k_count(64, epoch=1000, floor=0.5) == 32  # never below half the batch
+    assert top_k_count(5, epoch=1000, floor=0.5) == 3  # ceil(2.5)
+    assert top_k_count(64, epoch=1000, floor=1.0) == 64  # floor 1: every fake, always
+    with pytest.raises(ConfigError) as info:  # keeping no fake would leave G nothing to learn from
+        from_dict(dcgan.Config, {"stability": {"top_k": 0}}, "")
+    assert info.value.field == "stability.top_k"
 
 
 def test_average_follows_the_live_weights_slowly_and_copies_buffers():

@@ -89,6 +89,18 @@ def test_dcgan_trains_and_samples(tmp_path, data, size):
     assert_unit_images(trainer_module("dcgan").generate(config, tree, n=5, seed=0), (5, 1, size, size))
 
 
+def test_dcgan_with_r1_penalty_and_top_k_updates_on_packed_pairs(tmp_path):
+    _, summary, rows, tree = train(
+        "dcgan", tmp_path / "dcgan", data="digits", image_size=16, ngf=4, ndf=4, batch_size=16, total_steps=4,
+        eval_every=4, judge_steps=0, stability={"pack": 2, "r1_gamma": 1.0, "top_k": 0.5},
+    )  # fmt: skip
+    logged = [r for r in rows if "losses/r1" in r]
+    assert tree["step"] == 4 and logged and all(math.isfinite(r["losses/r1"]) and r["losses/r1"] > 0 for r in logged)
+    _, _, plain_rows, _ = train("dcgan", tmp_path / "plain", data="digits", image_size=16, ngf=4, ndf=4, batch_size=16,
+                                total_steps=4, eval_every=4, judge_steps=0)  # fmt: skip
+    assert not any("losses/r1" in r for r in plain_rows)  # off by default: no penalty computed
+
+
 def test_dcgan_gpu_speed_options_run_on_the_cpu(tmp_path):
     # bf16 autocast and channels_last are meant for GPUs; they must still train (slowly) on a CPU
     _, summary, _, tree = train(
