@@ -2,8 +2,8 @@
 
 Every command runs inside a fresh network namespace (`unshare -n`: no interface but loopback, which is brought
 up because an embedded Ray cluster talks to itself over 127.0.0.1), W&B offline included (`dlforge sweep` runs
-so in test_sweep_workers.py), and an offline W&B
-run starts without waiting for the network. `tracking.wandb: online` without an API key fails at start with one line (exit 2).
+so in test_sweep_workers.py), and an offline W&B run starts without waiting for the network.
+`tracking.wandb: online` without an API key fails at start with one line (exit 2).
 """
 
 from __future__ import annotations
