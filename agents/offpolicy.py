@@ -236,14 +236,17 @@ def run(
                 learner.q_net, envs, evaluating, config.eval_episodes, seeds, greedy()
             )
             evaluated = dict(zip(evaluating, results))
-        due = size > 1 and any(crossed(before[k], counters[k].step, config.checkpoint_every) for k in alive)
+        # a population checkpoints all its members on one step; a single run keeps its own cadence (None)
+        due = any(crossed(before[k], counters[k].step, config.checkpoint_every) for k in alive) if size > 1 else None
         for k in alive:
             if k in diverged:
-                running[k] = False
                 stop_diverged(config, books[k])
-            elif books[k].after_step(before[k], checkpoint=due if size > 1 else None, evaluated=evaluated.get(k)):
-                running[k] = False
+            elif books[k].after_step(before[k], checkpoint=due, evaluated=evaluated.get(k)):
                 finish_member(config, books[k])
+            else:
+                continue
+            running[k] = False
+            eval_envs.pop(k).close()  # an ended member evaluates no more
     env.close()
     for eval_env in eval_envs.values():
         eval_env.close()
